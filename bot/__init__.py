@@ -1,0 +1,1 @@
+"""Community operations bot: the core (settings, database, domain services, wiring)."""

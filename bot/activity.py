@@ -1,0 +1,473 @@
+"""Recording what members do: the roster and the per-day activity rollups.
+
+Messages arrive by the thousand, so they go through `ActivityRecorder`: an in-memory
+aggregate (one row per chat+user+day, one per chat+user) flushed in one transaction at most
+every `interval` seconds or every `max_pending` events, and on shutdown. Joins, leaves and
+participation (check-ins, votes, lottery entries) are rarer and must be exact, so they are
+written directly, inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import case, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db import upsert
+from bot.models import Chat, ChatMigration, DailyActivity, Member
+
+log = logging.getLogger(__name__)
+
+# Telegram accounts that speak for someone else and are never counted as members:
+# 777000 forwards from a linked channel, 1087968824 anonymous group admins,
+# 136817688 messages sent on behalf of a channel.
+SERVICE_ACCOUNTS = frozenset({777000, 1087968824, 136817688})
+
+# Joins/leaves of the same person seen both as a chat_member update and as a service
+# message carry (almost) the same timestamp; within this window they are one event.
+SAME_EVENT_WINDOW = timedelta(seconds=5)
+
+MEMBER_TABLE = Member.__table__  # type: ignore[attr-defined]
+ACTIVITY_TABLE = DailyActivity.__table__  # type: ignore[attr-defined]
+
+Participation = Literal["checked_in", "poll_answered", "lottery_entered"]
+
+
+def local_day(moment: datetime, tz: ZoneInfo) -> date:
+    """The chat-local calendar day of a UTC moment."""
+    return moment.astimezone(tz).date()
+
+
+def is_countable_user(user_id: int, is_bot: bool) -> bool:
+    return not is_bot and user_id not in SERVICE_ACCOUNTS
+
+
+@dataclass(slots=True)
+class _RosterDelta:
+    display_name: str
+    username: str | None
+    first_seen: datetime
+    last_active: datetime
+    messages: int
+
+
+class ActivityRecorder:
+    """Buffers message activity and writes it in batches (one transaction per flush)."""
+
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        *,
+        max_pending: int = 500,
+        interval: float = 1.0,
+    ) -> None:
+        self._db = db
+        self.max_pending = max_pending
+        self.interval = interval
+        self._days: dict[tuple[int, int, date], list[int]] = {}
+        self._roster: dict[tuple[int, int], _RosterDelta] = {}
+        self._pending = 0
+        self._lock = asyncio.Lock()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._size_flush: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.flushed_events = 0
+
+    # -- the hot path: no I/O, no awaits ------------------------------------------------
+
+    def record_message(
+        self,
+        chat_id: int,
+        user_id: int,
+        display_name: str,
+        username: str | None,
+        when: datetime,
+        day: date,
+        *,
+        edited: bool = False,
+    ) -> None:
+        """Count one message (or edit) of a member; cheap enough for every group message."""
+        counts = self._days.get((chat_id, user_id, day))
+        if counts is None:
+            counts = self._days[(chat_id, user_id, day)] = [0, 0]
+        counts[1 if edited else 0] += 1
+        delta = self._roster.get((chat_id, user_id))
+        if delta is None:
+            self._roster[(chat_id, user_id)] = _RosterDelta(
+                display_name, username, when, when, 0 if edited else 1
+            )
+        else:
+            delta.display_name, delta.username = display_name, username
+            if when > delta.last_active:
+                delta.last_active = when
+            if when < delta.first_seen:
+                delta.first_seen = when
+            if not edited:
+                delta.messages += 1
+        self._pending += 1
+        if self._pending >= self.max_pending and self._size_flush is None:
+            self._size_flush = asyncio.get_running_loop().create_task(self._flush_for_size())
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    # -- flushing ------------------------------------------------------------------------
+
+    async def _flush_for_size(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            self._size_flush = None
+
+    async def flush(self) -> int:
+        """Write everything buffered so far; returns the number of events written.
+
+        The write is shielded: a flush interrupted by cancellation (shutdown) still finishes,
+        so a batch is never half-written, lost, or written twice.
+        """
+        async with self._lock:
+            if not self._pending:
+                return 0
+            days, roster, pending = self._days, self._roster, self._pending
+            self._days, self._roster, self._pending = {}, {}, 0
+            write = asyncio.ensure_future(self._write_batch(days, roster))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                await asyncio.wait([write])
+                self._settle(write, days, roster, pending)
+                raise
+            except Exception:
+                self._restore(days, roster, pending)
+                raise
+            self.flushed_events += pending
+            return pending
+
+    def _settle(
+        self,
+        write: asyncio.Future[None],
+        days: dict[tuple[int, int, date], list[int]],
+        roster: dict[tuple[int, int], _RosterDelta],
+        pending: int,
+    ) -> None:
+        if write.exception() is None:
+            self.flushed_events += pending
+        else:
+            self._restore(days, roster, pending)
+
+    async def _write_batch(
+        self,
+        days: dict[tuple[int, int, date], list[int]],
+        roster: dict[tuple[int, int], _RosterDelta],
+    ) -> None:
+        try:
+            await self._write(days, roster)
+        except IntegrityError:
+            # A chat vanished or moved (supergroup migration) since it was buffered.
+            days, roster = await self._redirect(days, roster)
+            await self._write(days, roster)
+
+    def _restore(
+        self,
+        days: dict[tuple[int, int, date], list[int]],
+        roster: dict[tuple[int, int], _RosterDelta],
+        pending: int,
+    ) -> None:
+        """Put a batch that failed to write back in front of newer events (nothing lost)."""
+        for key, counts in days.items():
+            newer = self._days.get(key)
+            if newer:
+                counts[0] += newer[0]
+                counts[1] += newer[1]
+            self._days[key] = counts
+        for key, delta in roster.items():
+            newer = self._roster.get(key)
+            if newer:
+                delta.display_name, delta.username = newer.display_name, newer.username
+                delta.last_active = max(delta.last_active, newer.last_active)
+                delta.first_seen = min(delta.first_seen, newer.first_seen)
+                delta.messages += newer.messages
+            self._roster[key] = delta
+        self._pending += pending
+
+    async def _write(
+        self,
+        days: dict[tuple[int, int, date], list[int]],
+        roster: dict[tuple[int, int], _RosterDelta],
+    ) -> None:
+        member, activity = MEMBER_TABLE.c, ACTIVITY_TABLE.c
+        roster_rows = [
+            {
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "display_name": d.display_name,
+                "username": d.username,
+                "status": "member",
+                "first_seen": d.first_seen,
+                "last_active": d.last_active,
+                "message_count": d.messages,
+            }
+            for (chat_id, user_id), d in roster.items()
+        ]
+        day_rows = [
+            {
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "day": day,
+                "messages": c[0],
+                "edits": c[1],
+                "joins": 0,
+                "leaves": 0,
+                "checked_in": False,
+                "poll_answered": False,
+                "lottery_entered": False,
+            }
+            for (chat_id, user_id, day), c in days.items()
+        ]
+        async with self._db.begin() as session:
+            await upsert(
+                session,
+                MEMBER_TABLE,
+                roster_rows,
+                key=("chat_id", "user_id"),
+                update=lambda new: {
+                    "display_name": new.display_name,
+                    "username": new.username,
+                    "message_count": member.message_count + new.message_count,
+                    "last_active": case(
+                        (member.last_active.is_(None), new.last_active),
+                        (new.last_active > member.last_active, new.last_active),
+                        else_=member.last_active,
+                    ),
+                },
+            )
+            await upsert(
+                session,
+                ACTIVITY_TABLE,
+                day_rows,
+                key=("chat_id", "user_id", "day"),
+                update=lambda new: {
+                    "messages": activity.messages + new.messages,
+                    "edits": activity.edits + new.edits,
+                },
+            )
+
+    async def _redirect(
+        self,
+        days: dict[tuple[int, int, date], list[int]],
+        roster: dict[tuple[int, int], _RosterDelta],
+    ) -> tuple[dict[tuple[int, int, date], list[int]], dict[tuple[int, int], _RosterDelta]]:
+        """Re-key rows of migrated chats to their new id; drop rows of unknown chats."""
+        chat_ids = {key[0] for key in roster} | {key[0] for key in days}
+        async with self._db() as session:
+            known = set(await session.scalars(select(Chat.id).where(Chat.id.in_(chat_ids))))
+            moved = dict(
+                (
+                    await session.execute(
+                        select(ChatMigration.old_chat_id, ChatMigration.new_chat_id).where(
+                            ChatMigration.old_chat_id.in_(chat_ids)
+                        )
+                    )
+                ).all()
+            )
+        new_days: dict[tuple[int, int, date], list[int]] = {}
+        for (chat_id, user_id, day), counts in days.items():
+            target = chat_id if chat_id in known else moved.get(chat_id)
+            if target is None:
+                log.warning("dropping activity of unknown chat %s", chat_id)
+                continue
+            existing = new_days.setdefault((target, user_id, day), [0, 0])
+            existing[0] += counts[0]
+            existing[1] += counts[1]
+        new_roster: dict[tuple[int, int], _RosterDelta] = {}
+        for (chat_id, user_id), delta in roster.items():
+            target = chat_id if chat_id in known else moved.get(chat_id)
+            if target is not None:
+                new_roster[(target, user_id)] = delta
+        return new_days, new_roster
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the periodic flush (at most `interval` seconds of delay)."""
+        if self._loop_task is None:
+            self._stopping = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("activity flush failed; will retry")
+
+    async def stop(self) -> None:
+        """Stop the periodic flush and write what is left (clean shutdown)."""
+        if self._loop_task is not None:
+            self._stopping.set()
+            await self._loop_task  # finishes its current flush, then one last one
+            self._loop_task = None
+        if self._size_flush is not None:
+            with contextlib.suppress(Exception):
+                await self._size_flush
+        await self.flush()
+
+
+# --- exact, transactional events -------------------------------------------------------
+
+
+async def _activity_row(session: AsyncSession, chat_id: int, user_id: int, day: date) -> None:
+    await upsert(
+        session,
+        ACTIVITY_TABLE,
+        [
+            {
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "day": day,
+                "messages": 0,
+                "edits": 0,
+                "joins": 0,
+                "leaves": 0,
+                "checked_in": False,
+                "poll_answered": False,
+                "lottery_entered": False,
+            }
+        ],
+        key=("chat_id", "user_id", "day"),
+    )
+
+
+async def _roster_row(
+    session: AsyncSession,
+    chat_id: int,
+    user_id: int,
+    name: str,
+    username: str | None,
+    when: datetime,
+) -> Member:
+    await upsert(
+        session,
+        MEMBER_TABLE,
+        [
+            {
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "display_name": name,
+                "username": username,
+                "status": "member",
+                "first_seen": when,
+                "message_count": 0,
+            }
+        ],
+        key=("chat_id", "user_id"),
+        update=lambda new: {"display_name": new.display_name, "username": new.username},
+    )
+    member = await session.get(
+        Member, (chat_id, user_id), populate_existing=True, with_for_update=_lock_rows(session)
+    )
+    assert member is not None
+    return member
+
+
+def _lock_rows(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def record_join(
+    session: AsyncSession,
+    *,
+    chat_id: int,
+    user_id: int,
+    name: str,
+    username: str | None,
+    when: datetime,
+    day: date,
+) -> bool:
+    """Record that a member joined at `when`; returns False when it was already recorded.
+
+    The same join is reported twice when the bot is admin (chat_member update and service
+    message); the roster's status and timestamps make the second report a no-op.
+    """
+    existed = await session.get(Member, (chat_id, user_id)) is not None
+    member = await _roster_row(session, chat_id, user_id, name, username, when)
+    if existed:
+        if (
+            member.status == "member"
+            and member.joined_at is not None
+            and abs(when - member.joined_at) <= SAME_EVENT_WINDOW
+        ):
+            return False  # the same join, reported the other way
+        if member.status_changed_at and when < member.status_changed_at - SAME_EVENT_WINDOW:
+            return False  # a stale report older than the latest change
+        if (
+            member.left_at
+            and abs(when - member.left_at) <= SAME_EVENT_WINDOW
+            and (member.joined_at and abs(when - member.joined_at) <= SAME_EVENT_WINDOW)
+        ):
+            return False  # the late twin of a join that was followed by a quick leave
+    member.status, member.joined_at, member.status_changed_at = "member", when, when
+    member.first_seen = min(member.first_seen, when)
+    await _activity_row(session, chat_id, user_id, day)
+    row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
+    assert row is not None
+    row.joins += 1
+    return True
+
+
+async def record_leave(
+    session: AsyncSession,
+    *,
+    chat_id: int,
+    user_id: int,
+    name: str,
+    username: str | None,
+    when: datetime,
+    day: date,
+    kicked: bool = False,
+) -> bool:
+    """Record that a member left (or was removed) at `when`; False when already recorded."""
+    member = await _roster_row(session, chat_id, user_id, name, username, when)
+    if member.status in ("left", "kicked"):
+        return False
+    if member.status_changed_at and when < member.status_changed_at:
+        return False  # stale: they (re)joined after this leave was stamped
+    member.status = "kicked" if kicked else "left"
+    member.left_at, member.status_changed_at = when, when
+    await _activity_row(session, chat_id, user_id, day)
+    row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
+    assert row is not None
+    row.leaves += 1
+    return True
+
+
+async def mark_participation(
+    session: AsyncSession,
+    *,
+    chat_id: int,
+    user_id: int,
+    name: str,
+    username: str | None,
+    when: datetime,
+    day: date,
+    kind: Participation,
+) -> None:
+    """Flag a check-in, poll answer or lottery entry in the day's rollup (idempotent)."""
+    member = await _roster_row(session, chat_id, user_id, name, username, when)
+    if member.last_active is None or when > member.last_active:
+        member.last_active = when
+    await _activity_row(session, chat_id, user_id, day)
+    row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
+    assert row is not None
+    setattr(row, kind, True)

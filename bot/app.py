@@ -1,0 +1,164 @@
+"""Application wiring: `build_app` assembles services and handlers; nothing runs at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from telegram import Update
+from telegram.constants import ParseMode
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, Defaults
+from telegram.request import BaseRequest
+
+from bot.activity import ActivityRecorder
+from bot.chats import ChatDirectory
+from bot.commands import CommandSpec, publish_commands
+from bot.db import create_engine, make_sessionmaker
+from bot.operators import OperatorCheck
+from bot.services import SERVICES_KEY, BotContext, Services, services_of, system_clock
+from bot.settings import Settings
+from bot.updates import ChatOrderedUpdateProcessor
+from handlers import connections, core, errors, membership
+
+log = logging.getLogger(__name__)
+
+# Every update type some feature needs; polling and the webhook both ask for exactly these.
+ALLOWED_UPDATES = [
+    Update.MESSAGE,
+    Update.EDITED_MESSAGE,
+    Update.CALLBACK_QUERY,
+    Update.CHAT_MEMBER,
+    Update.MY_CHAT_MEMBER,
+    Update.POLL,
+    Update.POLL_ANSWER,
+    Update.CHAT_JOIN_REQUEST,
+]
+
+# Feature modules in registration order. Each has register(app) and COMMANDS; it may have
+# on_startup(app) / on_shutdown(app) to (re)build its jobs from the database.
+FEATURES: list[ModuleType] = [
+    errors,  # the error handler
+    membership,  # tracking: bot membership, joins/leaves, migrations, every message
+    core,  # /start /help /language /settimezone
+    connections,  # /groups: manage a group from a private chat
+]
+
+PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"
+
+
+def _file_base_url(base_url: str) -> str:
+    """Self-hosted Bot API servers serve files under …/file/bot<token>."""
+    return base_url[: -len("bot")] + "file/bot" if base_url.endswith("/bot") else base_url
+
+
+def webhook_options(settings: Settings) -> dict[str, Any]:
+    """Arguments for run_webhook/start_webhook: listen on PORT, path from WEBHOOK_URL.
+
+    PTB's webhook server answers 403 to any request without the right
+    X-Telegram-Bot-Api-Secret-Token header when a secret is set.
+    """
+    assert settings.webhook_url
+    return {
+        "listen": "0.0.0.0",
+        "port": settings.port,
+        "url_path": urlparse(settings.webhook_url).path.lstrip("/"),
+        "webhook_url": settings.webhook_url,
+        "secret_token": (
+            settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        ),
+    }
+
+
+def build_app(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    request: BaseRequest | None = None,
+    clock: Callable[[], datetime] = system_clock,
+    rate_limiter: bool = True,
+    concurrent: bool = True,
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    """Build the Application with every feature registered and services in bot_data.
+
+    Tests pass a recording `request`, an `engine` on a temporary database and a `clock`;
+    the CLI passes nothing but settings.
+    """
+    engine = engine or create_engine(settings.database_url)
+    db = make_sessionmaker(engine)
+    services = Services(
+        settings=settings,
+        engine=engine,
+        db=db,
+        chats=ChatDirectory(
+            db,
+            default_timezone=settings.bot_timezone,
+            default_language=settings.bot_language,
+            clock=clock,
+        ),
+        activity=ActivityRecorder(db),
+        operators=OperatorCheck(db, owners=settings.bot_owners, clock=clock),
+        clock=clock,
+    )
+
+    builder = (
+        ApplicationBuilder()
+        .token(settings.token or PLACEHOLDER_TOKEN)
+        .context_types(ContextTypes(context=BotContext))
+        .defaults(Defaults(parse_mode=ParseMode.HTML, tzinfo=ZoneInfo(settings.bot_timezone)))
+        .post_init(startup)
+        .post_stop(stop)
+        .post_shutdown(shutdown)
+    )
+    if settings.telegram_api_base_url:
+        base = settings.telegram_api_base_url
+        builder = builder.base_url(base).base_file_url(_file_base_url(base))
+    if request is not None:
+        builder = builder.request(request).get_updates_request(request)
+    if rate_limiter:
+        builder = builder.rate_limiter(AIORateLimiter(max_retries=3))
+    if concurrent:
+        builder = builder.concurrent_updates(ChatOrderedUpdateProcessor())
+    app = builder.build()
+
+    app.bot_data[SERVICES_KEY] = services
+    commands: list[CommandSpec] = []
+    for feature in FEATURES:
+        feature.register(app)
+        commands.extend(getattr(feature, "COMMANDS", []))
+    app.bot_data["commands"] = commands
+    return app
+
+
+async def startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    """After initialize(): learn what the bot can see, publish commands, start background work.
+
+    Runs as post_init under run_polling/run_webhook; tests call it explicitly.
+    """
+    services = services_of(app)
+    services.bot_sees_all_messages = bool(app.bot.can_read_all_group_messages)
+    await publish_commands(app.bot, app.bot_data["commands"])
+    services.activity.start()
+    for feature in FEATURES:
+        hook = getattr(feature, "on_startup", None)
+        if hook is not None:
+            await hook(app)
+
+
+async def stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    """After the last update was handled: write buffered activity (SIGINT/SIGTERM included)."""
+    services = services_of(app)
+    for feature in FEATURES:
+        hook = getattr(feature, "on_shutdown", None)
+        if hook is not None:
+            await hook(app)
+    await services.activity.stop()
+
+
+async def shutdown(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    await services_of(app).engine.dispose()

@@ -1,0 +1,146 @@
+"""Database engine, sessions, portable upserts and migrations.
+
+SQLite is the default (WAL, busy timeout, foreign keys, `BEGIN IMMEDIATE` so concurrent writers
+wait for each other instead of failing with "database is locked"); PostgreSQL via asyncpg for
+scale. Timestamps are stored in UTC and always come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeDecorator
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime stored as UTC and returned timezone-aware, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """Create the async engine; SQLite gets the pragmas and locking discipline it needs."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, **kwargs)
+        _configure_sqlite(engine, in_memory=":memory:" in url or url.endswith("://"))
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, in_memory: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (below) instead of the driver's implicit one.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
+        # rather than one failing when it upgrades a read lock.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_for(dialect_name: str, table: Table) -> Insert:
+    """An INSERT that supports `on_conflict_do_update/nothing` on both supported databases."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table)
+    if dialect_name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"database {dialect_name!r} is not supported")
+
+
+async def upsert(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    key: Sequence[str],
+    update: Callable[[Any], dict[str, Any]] | None = None,
+) -> None:
+    """INSERT … ON CONFLICT(key) DO UPDATE/NOTHING for a batch of rows, in one statement.
+
+    `update` receives the statement's `excluded` row and returns the SET clause, e.g.
+    `lambda new: {"messages": table.c.messages + new.messages}`.
+    """
+    if not rows:
+        return
+    stmt = insert_for(session.get_bind().dialect.name, table)
+    stmt = (
+        stmt.on_conflict_do_update(index_elements=list(key), set_=update(stmt.excluded))
+        if update
+        else stmt.on_conflict_do_nothing(index_elements=list(key))
+    )
+    await session.execute(stmt, list(rows))
+
+
+# --- migrations --------------------------------------------------------------------------
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url)
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def upgrade_database(url: str) -> None:
+    """Apply every migration (all heads) to the database at `url`. Call outside an event loop."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), "heads")
+
+
+async def upgrade_database_async(url: str) -> None:
+    """Same as `upgrade_database`, from inside a running event loop (tests, tools)."""
+    await asyncio.to_thread(upgrade_database, url)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

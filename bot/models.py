@@ -1,0 +1,125 @@
+"""Core tables: chats, the member roster, daily activity rollups, operators and connections.
+
+Every table that belongs to a chat has a `chat_id` foreign key to `chat.id`; that is how a
+group's rows are found and moved when it becomes a supergroup (see `bot.chats.migrate_chat`).
+Feature modules define their own tables in their own `bot/<feature>.py` modules the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Column, ForeignKey, Index
+from sqlmodel import Field, SQLModel
+
+from bot.db import UTCDateTime
+
+
+def chat_fk(*, primary_key: bool = False, index: bool = False) -> Column:
+    """The standard `chat_id` column: BIGINT, references chat.id, deleted with the chat."""
+    return Column(
+        "chat_id",
+        BigInteger,
+        ForeignKey("chat.id", ondelete="CASCADE"),
+        primary_key=primary_key,
+        index=index,
+        nullable=False,
+    )
+
+
+def utc_column(*, nullable: bool = True, index: bool = False) -> Column:
+    return Column(UTCDateTime(), nullable=nullable, index=index)
+
+
+class Chat(SQLModel, table=True):
+    """A group (or supergroup) the bot has been added to, with its settings."""
+
+    id: int = Field(sa_type=BigInteger, primary_key=True)
+    type: str = Field(max_length=16)
+    title: str = Field(default="", max_length=255)
+    username: str | None = Field(default=None, max_length=64)
+    timezone: str = Field(default="UTC", max_length=64)
+    language: str = Field(default="en", max_length=8)
+    active: bool = Field(default=True)
+    bot_status: str = Field(default="member", max_length=16)
+    can_delete: bool = Field(default=False)
+    can_restrict: bool = Field(default=False)
+    can_pin: bool = Field(default=False)
+    can_invite: bool = Field(default=False)
+    sees_all_messages: bool = Field(default=False)
+    sees_all_since: datetime | None = Field(default=None, sa_column=utc_column())
+    admins_refreshed_at: datetime | None = Field(default=None, sa_column=utc_column())
+    created_at: datetime = Field(sa_column=utc_column(nullable=False))
+    updated_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class ChatMigration(SQLModel, table=True):
+    """Old group id → new supergroup id, so late updates for the old id find the new one."""
+
+    __tablename__ = "chat_migration"
+
+    old_chat_id: int = Field(sa_type=BigInteger, primary_key=True)
+    new_chat_id: int = Field(sa_type=BigInteger, index=True)
+    migrated_at: datetime = Field(sa_column=utc_column(nullable=False))
+
+
+class Member(SQLModel, table=True):
+    """The roster: one row per (chat, user) ever seen in the group."""
+
+    chat_id: int = Field(sa_column=chat_fk(primary_key=True))
+    user_id: int = Field(sa_type=BigInteger, primary_key=True)
+    display_name: str = Field(default="", max_length=255)
+    username: str | None = Field(default=None, max_length=64)
+    # member | left | kicked; "member" with joined_at NULL means seen before any join event.
+    status: str = Field(default="member", max_length=16)
+    first_seen: datetime = Field(sa_column=utc_column(nullable=False))
+    joined_at: datetime | None = Field(default=None, sa_column=utc_column())
+    left_at: datetime | None = Field(default=None, sa_column=utc_column())
+    status_changed_at: datetime | None = Field(default=None, sa_column=utc_column())
+    last_active: datetime | None = Field(default=None, sa_column=utc_column())
+    message_count: int = Field(default=0)
+
+
+class DailyActivity(SQLModel, table=True):
+    """Per (chat, user, chat-local day) rollup every KPI is computed from."""
+
+    __tablename__ = "daily_activity"
+    __table_args__ = (Index("ix_daily_activity_chat_day", "chat_id", "day"),)
+
+    chat_id: int = Field(sa_column=chat_fk(primary_key=True))
+    user_id: int = Field(sa_type=BigInteger, primary_key=True)
+    day: date = Field(primary_key=True)
+    messages: int = Field(default=0)
+    edits: int = Field(default=0)
+    joins: int = Field(default=0)
+    leaves: int = Field(default=0)
+    checked_in: bool = Field(default=False)
+    poll_answered: bool = Field(default=False)
+    lottery_entered: bool = Field(default=False)
+
+
+class ChatAdmin(SQLModel, table=True):
+    """Cached administrator list of a chat (refreshed after a TTL or on chat_member changes)."""
+
+    __tablename__ = "chat_admin"
+
+    chat_id: int = Field(sa_column=chat_fk(primary_key=True))
+    user_id: int = Field(sa_type=BigInteger, primary_key=True)
+    status: str = Field(max_length=16)  # creator | administrator
+
+
+class UserProfile(SQLModel, table=True):
+    """What the bot knows about a person outside any group: private chat, language, connection."""
+
+    __tablename__ = "user_profile"
+
+    user_id: int = Field(sa_type=BigInteger, primary_key=True)
+    first_name: str = Field(default="", max_length=255)
+    username: str | None = Field(default=None, max_length=64)
+    language_code: str | None = Field(default=None, max_length=16)
+    language: str | None = Field(default=None, max_length=8)  # chosen with /language
+    started_at: datetime | None = Field(default=None, sa_column=utc_column())
+    connected_chat_id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, ForeignKey("chat.id", ondelete="SET NULL"), nullable=True),
+    )

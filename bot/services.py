@@ -1,0 +1,50 @@
+"""The services a callback or job reaches through `context.services` (typed, no globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.activity import ActivityRecorder
+from bot.chats import ChatDirectory
+from bot.operators import OperatorCheck
+from bot.settings import Settings
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    """Everything domain code needs, built once by `bot.app.build_app`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    db: async_sessionmaker[AsyncSession]
+    chats: ChatDirectory
+    activity: ActivityRecorder
+    operators: OperatorCheck
+    clock: Callable[[], datetime] = system_clock
+    bot_sees_all_messages: bool = False  # privacy mode off (from getMe at start-up)
+    extras: dict[str, Any] = field(default_factory=dict)  # feature services by name
+
+
+SERVICES_KEY = "services"
+
+
+class BotContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
+    """CallbackContext with typed access to the services."""
+
+    @property
+    def services(self) -> Services:
+        return self.application.bot_data[SERVICES_KEY]
+
+
+def services_of(app: Application[Any, Any, Any, Any, Any, Any]) -> Services:
+    return app.bot_data[SERVICES_KEY]
