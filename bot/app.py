@@ -49,6 +49,9 @@ FEATURES: list[ModuleType] = [
     connections,  # /groups: manage a group from a private chat
 ]
 
+# Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
+SCHEDULES: list[ModuleType] = []
+
 PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"
 
 
@@ -144,7 +147,7 @@ async def startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     services.bot_sees_all_messages = bool(app.bot.can_read_all_group_messages)
     await publish_commands(app.bot, app.bot_data["commands"])
     services.activity.start()
-    for feature in FEATURES:
+    for feature in [*FEATURES, *SCHEDULES]:
         hook = getattr(feature, "on_startup", None)
         if hook is not None:
             await hook(app)
@@ -153,7 +156,7 @@ async def startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
 async def stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     """After the last update was handled: write buffered activity (SIGINT/SIGTERM included)."""
     services = services_of(app)
-    for feature in FEATURES:
+    for feature in [*FEATURES, *SCHEDULES]:
         hook = getattr(feature, "on_shutdown", None)
         if hook is not None:
             await hook(app)

@@ -160,3 +160,72 @@ def operator_command(func: OperatorCallback) -> Callable[[Update, BotContext], A
             await func(update, context, target)
 
     return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRef:
+    """Whom a command is about: a person, or a channel speaking in the group (sender_chat)."""
+
+    user_id: int
+    name: str
+    username: str | None = None
+    is_bot: bool = False
+    sender_chat_id: int | None = None  # set when the target posted as a channel
+
+    @property
+    def label(self) -> str:
+        """HTML-safe name for replies."""
+        from bot.text import escape
+
+        return escape(self.name)
+
+
+async def resolve_member(
+    update: Update, context: BotContext, chat_id: int, args: list[str]
+) -> tuple[MemberRef | None, list[str]]:
+    """Find the member a command targets: the replied-to message's sender, a text mention,
+    `@username` (from the roster) or a numeric id. Returns the member and the remaining args.
+    """
+    from sqlalchemy import func, select
+
+    from bot.models import Member
+
+    message = update.effective_message
+    reply_to = message.reply_to_message if message else None
+    if reply_to is not None and not reply_to.forum_topic_created:
+        if reply_to.sender_chat is not None and reply_to.sender_chat.id != chat_id:
+            chat = reply_to.sender_chat
+            return MemberRef(
+                0,
+                chat.title or chat.username or str(chat.id),
+                chat.username,
+                sender_chat_id=chat.id,
+            ), args
+        if reply_to.from_user is not None:
+            user = reply_to.from_user
+            return MemberRef(user.id, user.full_name, user.username, user.is_bot), args
+    if not args:
+        return None, args
+    first, rest = args[0], args[1:]
+    if message is not None:
+        for entity, text in message.parse_entities(["text_mention"]).items():
+            if entity.user is not None and text == first:
+                user = entity.user
+                return MemberRef(user.id, user.full_name, user.username, user.is_bot), rest
+    async with context.services.db() as session:
+        if first.startswith("@") and len(first) > 1:
+            row = await session.scalar(
+                select(Member).where(
+                    Member.chat_id == chat_id,
+                    func.lower(Member.username) == first[1:].lower(),
+                )
+            )
+        elif first.lstrip("-").isdigit():
+            row = await session.get(Member, (chat_id, int(first)))
+            if row is None and int(first) > 0:
+                return MemberRef(int(first), first), rest
+        else:
+            return None, args
+    if row is None:
+        return None, args
+    return MemberRef(row.user_id, row.display_name, row.username), rest
