@@ -24,7 +24,7 @@ from bot.operators import OperatorCheck
 from bot.services import SERVICES_KEY, BotContext, Services, services_of, system_clock
 from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor
-from handlers import connections, core, errors, membership
+from handlers import checkins, connections, core, errors, membership
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ FEATURES: list[ModuleType] = [
     membership,  # tracking: bot membership, joins/leaves, migrations, every message
     core,  # /start /help /language /settimezone
     connections,  # /groups: manage a group from a private chat
+    checkins,  # /checkin 签到, /me, /top, /points, /checkinconfig
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.

@@ -6,6 +6,8 @@ tables adds its module to this list (and a migration under migrations/versions/)
 
 from sqlmodel import SQLModel
 
+import bot.checkins  # noqa: F401  (checkin, checkin_day, checkin_config)
 import bot.models  # noqa: F401  (chat, member, daily_activity, chat_admin, user_profile, …)
+import bot.points  # noqa: F401  (points_ledger, points_balance)
 
 metadata = SQLModel.metadata
