@@ -133,9 +133,9 @@ class Rules:
 class ConfigError(ValueError):
     """A setting that cannot be applied; `key` names the translation explaining why."""
 
-    def __init__(self, key: str, **values: Any) -> None:
-        super().__init__(key)
-        self.key = key
+    def __init__(self, message_key: str, /, **values: Any) -> None:
+        super().__init__(message_key)
+        self.key = message_key
         self.values = values
 
 
