@@ -548,17 +548,16 @@ async def check_in(
 
     awards: list[Award] = []
     base, bonus = rules.base_points, rules.streak_points(streak)
-    if base + bonus > 0:
-        await points.award(
-            session,
-            chat_id=chat_id,
-            user_id=user_id,
-            amount=base + bonus,
-            reason=f"check-in {day.isoformat()} (streak {streak})",
-            source="checkin",
-            source_key=f"{user_id}:{day.isoformat()}",
-            now=when,
-        )
+    if base + bonus > 0 and await points.award(
+        session,
+        chat_id=chat_id,
+        user_id=user_id,
+        amount=base + bonus,
+        reason=f"check-in {day.isoformat()} (streak {streak})",
+        source="checkin",
+        source_key=f"{user_id}:{day.isoformat()}",
+        now=when,
+    ):
         awards.append(Award("base", base))
         if bonus:
             awards.append(Award("streak", bonus))

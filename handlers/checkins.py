@@ -78,6 +78,11 @@ MAX_REASON = 200
 MEDALS = ("🥇", "🥈", "🥉")
 
 
+def counted(lang: str, key: str, n: int) -> str:
+    """`key` with a number; English has a `_one` form for 1 ("1 point", "2 points")."""
+    return t(lang, f"{key}_one" if n == 1 else key, n=n)
+
+
 def rules_cache(context: BotContext) -> RulesCache:
     return context.services.extras[SERVICE]
 
@@ -354,10 +359,10 @@ async def top(update: Update, context: BotContext) -> None:
         name = names.get(standing.user_id) or t(
             lang, "checkins.unknown_member", id=standing.user_id
         )
-        value = t(lang, f"checkins.value_{metric}", n=standing.points)
+        value = counted(lang, f"checkins.value_{metric}", standing.points)
         lines.append(f"{marker} {escape(name)} — {value}")
     if mine:
-        value = t(lang, f"checkins.value_{metric}", n=mine)
+        value = counted(lang, f"checkins.value_{metric}", mine)
         lines.append(t(lang, "checkins.top_you", value=value))
     await reply(update, "\n".join(lines))
 

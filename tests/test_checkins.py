@@ -115,14 +115,14 @@ async def test_reply_shows_points_streak_total_and_rank_today(tg):
     first = await say(tg, ALICE, "签到")
     assert "<b>Alice</b> checked in — #1 today!" in first
     assert "+15 points (base 10, first today +5)" in first
-    assert "Streak: 1 days" in first and "Total: 15 points" in first
+    assert "1-day streak" in first and "Points: 15" in first
     second = await say(tg, BOB, "签到")
     assert "<b>Bob &lt;b&gt;</b> checked in — #2 today!" in second  # names escaped
     assert "+10 points (base 10)" in second
     tg.clock.advance(days=1)
     await say(tg, BOB, "签到")
     assert "+16 points (base 10, streak +1, first today +5)" in tg.api.sent_texts()[-1]
-    assert "Streak: 2 days" in tg.api.sent_texts()[-1]
+    assert "2-day streak" in tg.api.sent_texts()[-1]
     assert await balance(tg, BOB["id"]) == 26
 
 
@@ -141,8 +141,8 @@ async def test_second_check_in_the_same_day_says_already_and_awards_nothing(tg):
     await setup_group(tg)
     await say(tg, ALICE, "签到")
     again = await say(tg, ALICE, "check in", tg.now() + timedelta(hours=3))
-    assert "already checked in today" in again and "Streak: 1 days" in again
-    assert "Total: 15 points" in again
+    assert "already checked in today" in again and "1-day streak" in again
+    assert "Points: 15" in again
     assert len(await ledger(tg, ALICE["id"])) == 2  # check-in + first of the day
     assert await balance(tg, ALICE["id"]) == 15
 
@@ -203,7 +203,7 @@ async def test_23_59_and_00_01_local_are_two_days(tg):
     await setup_group(tg)
     await say(tg, ALICE, "签到", local("2026-11-25 23:59"))
     text = await say(tg, ALICE, "签到", local("2026-11-26 00:01"))
-    assert "checked in" in text and "Streak: 2 days" in text
+    assert "checked in" in text and "2-day streak" in text
     assert [c.day for c in await checkins(tg, ALICE["id"])] == [
         date(2026, 11, 25),
         date(2026, 11, 26),
@@ -218,21 +218,35 @@ async def test_00_30_local_counts_for_the_local_date_while_utc_is_the_day_before
     assert [c.day for c in await checkins(tg, ALICE["id"])] == [date(2026, 11, 26)]
     # …and the UTC day's other half, 23:30 UTC, is the 27th in Shanghai: a new day.
     text = await say(tg, ALICE, "签到", datetime(2026, 11, 26, 16, 30, tzinfo=UTC))
-    assert "Streak: 2 days" in text
+    assert "2-day streak" in text
 
 
 async def test_a_missed_local_day_resets_the_streak(tg):
     await setup_group(tg)
     for day in ("2026-11-20", "2026-11-21", "2026-11-22"):
         await say(tg, ALICE, "签到", local(f"{day} 21:00"))
-    assert "Streak: 3 days" in tg.api.sent_texts()[-1]
+    assert "3-day streak" in tg.api.sent_texts()[-1]
     text = await say(tg, ALICE, "签到", local("2026-11-24 08:00"))  # the 23rd was missed
-    assert "Streak: 1 days" in text and "streak +" not in text
+    assert "1-day streak" in text and "streak +" not in text
     await say(tg, ALICE, "/me")
-    assert "Streak: 1 days (best 3)" in tg.api.sent_texts()[-1]
+    assert "Days in a row: 1 (best 3)" in tg.api.sent_texts()[-1]
     tg.clock.set(local("2026-11-26 09:00"))  # and missed the 25th: no streak left
     await say(tg, ALICE, "/me")
-    assert "Streak: 0 days (best 3)" in tg.api.sent_texts()[-1]
+    assert "Days in a row: 0 (best 3)" in tg.api.sent_texts()[-1]
+
+
+async def test_a_check_in_arriving_late_joins_the_days_after_it(tg):
+    await setup_group(tg)
+    await configure(tg, "milestones 3:30", "first 0")
+    await say(tg, ALICE, "签到", local("2026-11-20 09:00"))
+    await say(tg, ALICE, "签到", local("2026-11-22 09:00"))
+    # The 21st's message, delivered late (queued while the bot was down, or another process).
+    tg.clock.set(local("2026-11-22 09:05"))
+    await tg.feed(f.message(GROUP, ALICE, "签到", date=local("2026-11-21 23:50")))
+    rows = await checkins(tg, ALICE["id"])
+    assert [(r.day.day, r.streak) for r in rows] == [(20, 1), (21, 2), (22, 3)]
+    assert "3-day streak +30" in tg.api.sent_texts()[-1]
+    await assert_ledger_matches_balances(tg)
 
 
 async def test_streak_continues_across_daylight_saving_changes(tg):
@@ -240,16 +254,16 @@ async def test_streak_continues_across_daylight_saving_changes(tg):
     # Spring forward on 2026-03-08 (23-hour day), fall back on 2026-11-01 (25-hour day).
     for day in ("2026-03-07 23:30", "2026-03-08 00:30", "2026-03-09 00:10"):
         await say(tg, ALICE, "check in", local(day, "America/New_York"))
-    assert "Streak: 3 days" in tg.api.sent_texts()[-1]
+    assert "3-day streak" in tg.api.sent_texts()[-1]
     assert [c.day.day for c in await checkins(tg, ALICE["id"])] == [7, 8, 9]
 
     await say(tg, BOB, "check in", local("2026-10-31 23:59", "America/New_York"))
     # 01:30 happens twice on Nov 1; both are the same local day: a duplicate.
     await say(tg, BOB, "check in", local("2026-11-01 01:30", "America/New_York", fold=0))
     again = await say(tg, BOB, "check in", local("2026-11-01 01:30", "America/New_York", fold=1))
-    assert "already" in again and "Streak: 2 days" in again
+    assert "already" in again and "2-day streak" in again
     text = await say(tg, BOB, "check in", local("2026-11-02 00:01", "America/New_York"))
-    assert "Streak: 3 days" in text
+    assert "3-day streak" in text
     assert [c.day.day for c in await checkins(tg, BOB["id"])] == [31, 1, 2]
 
 
@@ -260,7 +274,7 @@ async def test_day_start_hour_moves_the_boundary(tg):
     # 03:30 after midnight is still the 28th's check-in day (and DST starts this night).
     assert "already" in await say(tg, ALICE, "签到", local("2026-03-29 03:30", "Europe/Berlin"))
     text = await say(tg, ALICE, "签到", local("2026-03-29 04:00", "Europe/Berlin"))
-    assert "checked in" in text and "Streak: 2 days" in text
+    assert "checked in" in text and "2-day streak" in text
     assert [c.day for c in await checkins(tg, ALICE["id"])] == [
         date(2026, 3, 28),
         date(2026, 3, 29),
@@ -295,10 +309,10 @@ async def test_make_up_fills_yesterday_and_keeps_the_streak(tg):
     await say(tg, ALICE, "签到", local("2026-11-20 09:00"))
     await say(tg, ALICE, "签到", local("2026-11-21 09:00"))  # 25 points, streak 2
     # The 22nd is missed; on the 23rd Alice checks in (streak restarts), then makes up.
-    assert "Streak: 1 days" in await say(tg, ALICE, "签到", local("2026-11-23 09:00"))
+    assert "1-day streak" in await say(tg, ALICE, "签到", local("2026-11-23 09:00"))
     text = await say(tg, ALICE, "补签", local("2026-11-23 09:05"))
     assert "made up 2026-11-22 for 12 points (1/2 this month)" in text
-    assert "Streak: 4 days" in text
+    assert "4-day streak" in text
     rows = await checkins(tg, ALICE["id"])
     assert [(r.day.day, r.streak, r.made_up) for r in rows] == [
         (20, 1, False),
@@ -310,7 +324,7 @@ async def test_make_up_fills_yesterday_and_keeps_the_streak(tg):
     spent = [e for e in await ledger(tg, ALICE["id"]) if e.source == "checkin_makeup"]
     assert [(e.amount, e.source_key) for e in spent] == [(-12, "20:2026-11-22")]
     # The next day continues the restored streak.
-    assert "Streak: 5 days" in await say(tg, ALICE, "签到", local("2026-11-24 09:00"))
+    assert "5-day streak" in await say(tg, ALICE, "签到", local("2026-11-24 09:00"))
     # A made-up day is not participation on that day.
     async with tg.db() as session:
         assert (
@@ -323,8 +337,8 @@ async def test_make_up_before_checking_in_today(tg):
     await setup_group(tg)
     await configure(tg, "makeupcost 5")
     await say(tg, ALICE, "签到", local("2026-11-20 09:00"))
-    assert "Streak: 2 days" in await say(tg, ALICE, "/makeup", local("2026-11-22 08:00"))
-    assert "Streak: 3 days" in await say(tg, ALICE, "签到", local("2026-11-22 08:01"))
+    assert "2-day streak" in await say(tg, ALICE, "/makeup", local("2026-11-22 08:00"))
+    assert "3-day streak" in await say(tg, ALICE, "签到", local("2026-11-22 08:01"))
     await assert_ledger_matches_balances(tg)
 
 
@@ -371,7 +385,7 @@ async def test_make_up_that_completes_a_milestone_pays_it(tg):
     await say(tg, ALICE, "签到", local("2026-11-01 09:00"))
     await say(tg, ALICE, "签到", local("2026-11-03 09:00"))
     text = await say(tg, ALICE, "补签", local("2026-11-03 10:00"))  # 1st–3rd: streak 3
-    assert "Streak: 3 days" in text and "3-day streak +40" in text
+    assert "3-day streak" in text and "3-day streak +40" in text
     assert [
         e.amount for e in await ledger(tg, ALICE["id"]) if e.source == "checkin_milestone"
     ] == [40]
@@ -389,7 +403,7 @@ async def test_me_shows_points_rank_streaks_and_month(tg):
     text = await say(tg, BOB, "/me")
     assert "<b>Bob &lt;b&gt;</b>" in text
     assert "Points: 31 (#1 in the group)" in text
-    assert "Streak: 2 days (best 2)" in text
+    assert "Days in a row: 2 (best 2)" in text
     assert "Check-ins this month: 2 (all time 2)" in text and "Checked in today" in text
     assert "Points: 21 (#2 in the group)" in await say(tg, ALICE, "/me")
     text = await say(tg, CAROL, "/me")
@@ -421,7 +435,7 @@ async def test_top_by_period_and_metric(tg):
     assert text.split("\n")[1:] == [
         "🥇 Alice — 3 check-ins",
         "🥈 Bob &lt;b&gt; — 3 check-ins",
-        "🥉 Carol — 1 check-ins",
+        "🥉 Carol — 1 check-in",
     ]
     await say(tg, ADMIN, "/language zh")
     assert (await say(tg, CAROL, "/top 周 签到")).startswith("🏆 <b>本周签到榜</b>")

@@ -192,9 +192,9 @@ async def test_operator_grants_and_deducts_and_it_is_logged(tg):
     request["message"]["reply_to_message"] = f.message_dict(GROUP, BOB, "spam", date=tg.now())
     await tg.feed(request)
     assert "Bob &lt;b&gt;: -20 points" not in tg.api.sent_texts()[-1]
-    assert "has only 0 points" in tg.api.sent_texts()[-1]
+    assert "is only 0" in tg.api.sent_texts()[-1]
     assert "Alice: -15 points. Balance: 50." in await say(tg, ADMIN, "/points @alice -15")
-    assert "Alice has 50 points" in await say(tg, ADMIN, "/points @alice")
+    assert "Balance of Alice: 50." in await say(tg, ADMIN, "/points @alice")
     async with tg.db() as session:
         grants = list(
             await session.scalars(
