@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
-from telegram import Message, Update
+from telegram import Message, Update, User
 from telegram.ext import Application, CommandHandler, MessageHandler, filters
 
 from bot import points
@@ -109,7 +108,7 @@ class CheckinKeyword(filters.UpdateFilter):
         return message.chat.type in GROUP_TYPES and normalize_keyword(text) in self._cache.keywords
 
 
-def _member(message: Message) -> Any:
+def _member(message: Message) -> User | None:
     """The person behind a message, or None for channels, anonymous admins and bots."""
     user = message.from_user
     if user is None or message.sender_chat is not None:
@@ -400,15 +399,13 @@ async def points_command(update: Update, context: BotContext, target: Target) ->
         return
     if amount_text is None and rest and _AMOUNT.match(rest[0]):
         amount_text, rest = rest[0], rest[1:]
-    async with context.services.db() as session:
-        current = await points.balance(session, chat_id=chat_id, user_id=member.user_id)
     if amount_text is None:
         if rest:
             await reply(update, t(lang, "checkins.points_bad_amount", value=escape(rest[0])))
-        else:
-            await reply(
-                update, t(lang, "checkins.points_balance", name=member.label, total=current)
-            )
+            return
+        async with context.services.db() as session:
+            current = await points.balance(session, chat_id=chat_id, user_id=member.user_id)
+        await reply(update, t(lang, "checkins.points_balance", name=member.label, total=current))
         return
     amount = int(amount_text)
     if amount == 0 or abs(amount) > MAX_GRANT:
