@@ -21,8 +21,9 @@ The API (all inside the caller's transaction; the caller commits):
     await rank(session, chat_id=…, user_id=…)     -> int | None
     await leaderboard(session, chat_id=…, since=None|datetime, limit=10) -> list[Standing]
 
-`source_key` identifies the thing within (chat, source): include the user id whenever the
-same thing can reward several members (`f"{lottery_id}:{user_id}"`).
+`source_key` names the thing within (chat, source). Include the user id when every member
+may get it once (`f"{lottery_id}:{user_id}"`); leave it out when only one member may ever
+get it (`f"invitee:{user_id_of_invitee}"` for a referral bonus, a day's first check-in).
 """
 
 from __future__ import annotations
