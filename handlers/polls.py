@@ -9,6 +9,7 @@ schedules/polls.py.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from telegram import Update
 from telegram.error import TelegramError
@@ -48,7 +49,7 @@ def _error_text(lang: str, exc: PollInputError, usage_key: str) -> str:
     return f"{text}\n\n{t(lang, usage_key)}"
 
 
-def _when(target: Target, moment) -> str:  # type: ignore[no-untyped-def]
+def _when(target: Target, moment: datetime) -> str:
     zone = target.chat.timezone
     return f"{moment.astimezone(zone).strftime('%Y-%m-%d %H:%M')} ({zone.key})"
 
@@ -155,6 +156,12 @@ async def survey_command(update: Update, context: BotContext, target: Target) ->
         if row is None:
             break
         ids.append(row.id)  # type: ignore[arg-type]
+    if not ids:  # nothing reached the group: there is nothing to close or summarise
+        async with services.db.begin() as session:
+            await polls.mark_closed(
+                session, "survey", survey_id, now=services.clock(), summary_message_id=None
+            )
+        return
     if spec.close_at is not None and context.job_queue is not None:
         schedule_close(context.job_queue, "survey", survey_id, spec.close_at)
     key = "polls.survey_created_closes" if spec.close_at else "polls.survey_created_open"

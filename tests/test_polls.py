@@ -728,3 +728,17 @@ def test_poll_answers_are_ordered_per_voter():
 
     update = Update.de_json(f.poll_answer("1", ALICE, [0]), None)
     assert ordering_key(update) == ALICE["id"]
+
+
+async def test_telegram_refusing_a_poll_is_reported(tg):
+    await setup_group(tg)
+    tg.api.fail("sendPoll", 400, "Bad Request: POLL_ANSWERS_INVALID")
+    reply = await command(tg, "/poll close=1h Q? | a | b")
+    assert "Telegram refused the poll: Poll_answers_invalid" in reply  # as PTB words it
+    assert not await all_polls(tg) and not tg.app.job_queue.jobs()
+    tg.api.fail("sendPoll", 400, "Bad Request: POLL_ANSWERS_INVALID")
+    reply = await command(tg, SURVEY)
+    assert "Telegram refused the poll" in reply
+    async with tg.db() as session:
+        survey = (await session.scalars(select(Survey))).one()
+    assert survey.state == "closed" and not tg.app.job_queue.jobs()
