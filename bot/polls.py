@@ -205,12 +205,15 @@ class SurveySpec:
     close_at: datetime | None = None
 
 
+# Flags are words before the question. Bare words count only in lower case, so a question may
+# begin with "Anonymous …", "Quiz: …" or "Close the office …"; `key=value` forms in any case.
 ANONYMOUS_WORDS = frozenset({"anonymous", "anon", "匿名"})
 MULTI_WORDS = frozenset({"multi", "multiple", "多选"})
 QUIZ_KEYS = frozenset({"quiz", "测验", "答题"})
 CLOSE_KEYS = frozenset({"close", "closes", "截止", "结束"})
-_KEY_VALUE = re.compile(r"^([^\W\d]+)\s*[=:：＝](.*)$")
-_LOOKS_LIKE_FLAG = re.compile(r"^[A-Za-z]+=")
+# `quiz=2`, `close=2h`; also `quiz:2` / `截止：2h` when the value is attached.
+_KEY_VALUE = re.compile(r"^([^\W\d]+)(?:\s*[=＝](.*)|[:：](.+))$")
+_LOOKS_LIKE_FLAG = re.compile(r"^[a-z]{3,}=")
 _EXPLAIN = re.compile(r"^(?:explain|explanation|解析|解释)\s*[:：]\s*(.*)$", re.IGNORECASE | re.S)
 _SEPARATOR = re.compile(r"[|｜]")
 
@@ -230,30 +233,28 @@ def _read_flags(head: str, *, now: datetime, tz: ZoneInfo) -> tuple[dict[str, An
     i = 0
     while i < len(words):
         word = words[i]
-        lowered = word.lower()
-        if lowered in ANONYMOUS_WORDS:
+        if word in ANONYMOUS_WORDS:
             flags["anonymous"] = True
             i += 1
             continue
-        if lowered in MULTI_WORDS:
+        if word in MULTI_WORDS:
             flags["multiple"] = True
             i += 1
             continue
-        if lowered in QUIZ_KEYS:
+        if word in QUIZ_KEYS:
             raise PollInputError("quiz_needs_option")
-        if lowered in CLOSE_KEYS:
+        if word in CLOSE_KEYS:
             raise PollInputError("close_needs_time")
         match = _KEY_VALUE.match(word)
         key = match.group(1).lower() if match else ""
+        value = ((match.group(2) or match.group(3) or "") if match else "").strip()
         if key in QUIZ_KEYS:
-            value = match.group(2).strip() if match else ""
             if not value.isdigit():
                 raise PollInputError("quiz_needs_option")
             flags["quiz"] = int(value)
             i += 1
             continue
         if key in CLOSE_KEYS:
-            value = match.group(2).strip() if match else ""
             rest = ([value] if value else []) + words[i + 1 :]
             found = parse_when(rest, now=now, tz=tz)
             if found is None:

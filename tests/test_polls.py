@@ -146,6 +146,25 @@ async def test_friendly_aliases_and_one_option_per_line(tg):
     assert [o["text"] for o in params["options"]] == ["Tea", "Coffee"]
 
 
+@pytest.mark.parametrize(
+    "question",
+    ["Quiz: what is 2 + 2?", "Close the office on Friday?", "Anonymous feedback welcome?", "x=1?"],
+)
+async def test_questions_that_start_like_a_flag(tg, question):
+    await setup_group(tg)
+    await command(tg, f"/poll {question} | yes | no")
+    params = tg.api.of("sendPoll")[-1].params
+    assert params["question"] == question and params["is_anonymous"] is False
+
+
+async def test_flags_with_a_colon(tg):
+    await setup_group(tg)
+    await command(tg, "/poll quiz:2 截止：1h Q? | a | b")
+    params = tg.api.of("sendPoll")[-1].params
+    assert params["correct_option_ids"] == [1]
+    assert (await last_poll(tg)).close_at == tg.now() + timedelta(hours=1)
+
+
 BAD_POLLS = [
     ("/poll", "Create a poll"),
     ("/poll Lunch? | Noodles", "at least 2 options"),
