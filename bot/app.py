@@ -25,6 +25,8 @@ from bot.services import SERVICES_KEY, BotContext, Services, services_of, system
 from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor
 from handlers import connections, core, errors, membership
+from handlers import polls as polls_handlers
+from schedules import polls as polls_schedule
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +49,13 @@ FEATURES: list[ModuleType] = [
     membership,  # tracking: bot membership, joins/leaves, migrations, every message
     core,  # /start /help /language /settimezone
     connections,  # /groups: manage a group from a private chat
+    polls_handlers,  # /poll /survey /closepoll /polls /quizpoints, votes and tallies
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
-SCHEDULES: list[ModuleType] = []
+SCHEDULES: list[ModuleType] = [
+    polls_schedule,  # closing polls and surveys on time
+]
 
 PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import time
@@ -94,6 +95,8 @@ class RecordingRequest(BaseRequest):
     def __post_init__(self) -> None:
         self._failures: dict[str, list[Failure]] = {}
         self._message_ids = itertools.count(5000)
+        self._poll_ids = itertools.count(7_000_000_000_000_000_001)
+        self.polls: dict[str, dict[str, Any]] = {}  # Telegram's side of the polls sent
 
     # -- BaseRequest -----------------------------------------------------------------------
 
@@ -199,6 +202,76 @@ class RecordingRequest(BaseRequest):
 
     def _answer_copyMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"message_id": next(self._message_ids)}
+
+    # -- polls: Telegram's side is kept, so stopPoll answers with the real counts -------------
+
+    def _answer_sendPoll(self, params: dict[str, Any]) -> dict[str, Any]:
+        kind = params.get("type") or "regular"
+        options = [
+            {
+                "persistent_id": f"opt-{position}",
+                "text": option["text"] if isinstance(option, dict) else str(option),
+                "voter_count": 0,
+            }
+            for position, option in enumerate(params["options"])
+        ]
+        poll: dict[str, Any] = {
+            "id": str(next(self._poll_ids)),
+            "question": params["question"],
+            "options": options,
+            "total_voter_count": 0,
+            "is_closed": bool(params.get("is_closed", False)),
+            "is_anonymous": bool(params.get("is_anonymous", True)),
+            "type": kind,
+            "allows_multiple_answers": bool(params.get("allows_multiple_answers", False)),
+            "allows_revoting": bool(params.get("allows_revoting", kind != "quiz")),
+            "members_only": False,
+        }
+        if params.get("correct_option_ids") is not None:
+            poll["correct_option_ids"] = list(params["correct_option_ids"])
+        if params.get("explanation"):
+            poll["explanation"] = params["explanation"]
+        message = self.message(params, poll=poll)
+        self.polls[poll["id"]] = {
+            "poll": poll,
+            "chat_id": int(params["chat_id"]),
+            "message_id": message["message_id"],
+            "votes": {},
+        }
+        return message
+
+    def _answer_stopPoll(self, params: dict[str, Any]) -> dict[str, Any]:
+        for state in self.polls.values():
+            if state["chat_id"] == int(params["chat_id"]) and state["message_id"] == int(
+                params["message_id"]
+            ):
+                state["poll"]["is_closed"] = True
+                return copy.deepcopy(state["poll"])
+        return {  # a poll this stand-in did not send: closed, no votes
+            "id": "0",
+            "question": "?",
+            "options": [],
+            "total_voter_count": 0,
+            "is_closed": True,
+            "is_anonymous": True,
+            "type": "regular",
+            "allows_multiple_answers": False,
+            "allows_revoting": True,
+            "members_only": False,
+        }
+
+    def vote(self, poll_id: str, user_id: int, option_ids: list[int]) -> dict[str, Any]:
+        """Count a vote the way Telegram does (empty: retracted); returns the poll's new state."""
+        state = self.polls[poll_id]
+        if option_ids:
+            state["votes"][user_id] = list(option_ids)
+        else:
+            state["votes"].pop(user_id, None)
+        poll = state["poll"]
+        for position, option in enumerate(poll["options"]):
+            option["voter_count"] = sum(position in v for v in state["votes"].values())
+        poll["total_voter_count"] = len(state["votes"])
+        return copy.deepcopy(poll)
 
 
 def admin_member(user: dict[str, Any], **rights: bool) -> dict[str, Any]:
