@@ -444,6 +444,7 @@ async def claim(
         verdict = await _settle(session, row, post, spec, now=now)
         if verdict is not None:
             return verdict
+    attempts = row.attempts  # (the UPDATE below also refreshes `row`)
     claimed = await _transition(
         session,
         delivery_id,
@@ -463,7 +464,7 @@ async def claim(
         chat_id=row.chat_id,
         due_at=row.due_at,
         spec=spec,
-        attempts=row.attempts + 1,
+        attempts=attempts + 1,
     )
 
 

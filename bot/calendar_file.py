@@ -589,17 +589,17 @@ class _Validator:
             if not isinstance(post, LocDict):
                 self.error(line, "each post is a mapping starting with 'id:'")
                 continue
+            key = post.get("id")
+            if isinstance(key, str | int) and not isinstance(key, bool):
+                key = str(key)
+                if key in seen:
+                    line = post.value_line("id")
+                    self.error(line, f"post id {key!r} is already used in {seen[key]}")
+                    continue
+                seen[key] = f"{self.name}:{post.value_line('id')}"
             spec = self.post(post, defaults)
-            if spec is None:
-                continue
-            if spec.key in seen:
-                self.error(
-                    post.value_line("id"),
-                    f"post id {spec.key!r} is already used in {seen[spec.key]}",
-                )
-                continue
-            seen[spec.key] = f"{self.name}:{post.value_line('id')}"
-            self.calendar.posts.append(spec)
+            if spec is not None:
+                self.calendar.posts.append(spec)
 
     def zone(self, name: str, line: int) -> str | None:
         from bot.chats import parse_timezone

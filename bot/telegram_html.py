@@ -130,9 +130,10 @@ def check_telegram_html(text: str, *, limit: int | None = None) -> HtmlReport:
                 continue
             closing, name = match.group(1) == "/", match.group(2).lower()
             if name not in TAGS:
-                report.problems.append(
-                    HtmlProblem(i, f"unsupported tag <{name}> (write &lt; for a literal '<')")
-                )
+                if not closing:  # (its end tag would only repeat the same complaint)
+                    report.problems.append(
+                        HtmlProblem(i, f"unsupported tag <{name}> (write &lt; for a literal '<')")
+                    )
             elif closing:
                 if not stack or stack[-1][0] != name:
                     expected = f", expected </{stack[-1][0]}>" if stack else ""

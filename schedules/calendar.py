@@ -161,9 +161,10 @@ def _ensure_job(
     app: AnyApp, known: dict[str, Any], name: str, when: datetime, callback: Any, data: Any
 ) -> None:
     """One job per name at `when` (past times run at once, however late)."""
-    current = known.get(name)
-    if current is not None and current == when:
-        return
+    if name in known:
+        if known[name] == when:
+            return
+        drop_job(app, name)  # (a scheduler not started yet would keep both)
     assert app.job_queue is not None
     app.job_queue.run_once(
         callback,

@@ -93,6 +93,7 @@ class RecordingRequest(BaseRequest):
 
     def __post_init__(self) -> None:
         self._failures: dict[str, list[Failure]] = {}
+        self._raises: dict[str, list[BaseException]] = {}
         self._message_ids = itertools.count(5000)
 
     # -- BaseRequest -----------------------------------------------------------------------
@@ -112,6 +113,9 @@ class RecordingRequest(BaseRequest):
     ) -> tuple[int, bytes]:
         api_method = url.rsplit("/", 1)[-1]
         params = dict(request_data.parameters) if request_data else {}
+        if request_data is not None:  # uploaded files travel as multipart fields
+            for name, (filename, *_rest) in request_data.multipart_data.items():
+                params.setdefault(name, f"upload://{filename}")
         if api_method == "getMe":
             return self._ok(self.bot_user)
         self.calls.append(Call(api_method, params))
@@ -119,6 +123,9 @@ class RecordingRequest(BaseRequest):
         if problems:
             self.violations.extend(problems)
             return self._error(Failure(400, "Bad Request: " + "; ".join(problems)))
+        raising = self._raises.get(api_method)
+        if raising:
+            raise raising.pop(0)
         queued = self._failures.get(api_method)
         if queued:
             return self._error(queued.pop(0))
@@ -132,6 +139,10 @@ class RecordingRequest(BaseRequest):
         self._failures.setdefault(method, []).append(
             Failure(error_code, description, parameters or None)
         )
+
+    def raise_on(self, method: str, error: BaseException) -> None:
+        """Make the next call of `method` fail in transport (e.g. TimedOut: no answer came)."""
+        self._raises.setdefault(method, []).append(error)
 
     def set_admins(
         self, chat_id: int, *users: dict[str, Any], owner: dict[str, Any] | None = None
@@ -199,6 +210,32 @@ class RecordingRequest(BaseRequest):
 
     def _answer_copyMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"message_id": next(self._message_ids)}
+
+    def _media_extra(self, params: dict[str, Any]) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if "caption" in params:
+            extra["caption"] = visible_text(params["caption"])
+        if "reply_markup" in params:
+            extra["reply_markup"] = params["reply_markup"]
+        return extra
+
+    def _file(self, params: dict[str, Any], key: str) -> dict[str, Any]:
+        seed = abs(hash(str(params[key]))) % 10**8
+        return {"file_id": f"{key}-{seed}", "file_unique_id": f"u{key}{seed}"}
+
+    def _answer_sendPhoto(self, params: dict[str, Any]) -> dict[str, Any]:
+        photo = [{**self._file(params, "photo"), "width": 64, "height": 64}]
+        return self.message(params, photo=photo, **self._media_extra(params))
+
+    def _answer_sendDocument(self, params: dict[str, Any]) -> dict[str, Any]:
+        document = self._file(params, "document")
+        return self.message(params, document=document, **self._media_extra(params))
+
+    def _answer_sendVideo(self, params: dict[str, Any]) -> dict[str, Any]:
+        video = {**self._file(params, "video"), "width": 640, "height": 360, "duration": 5}
+        return self.message(params, video=video, **self._media_extra(params))
+
+    # pinChatMessage, unpinChatMessage and deleteMessage answer True (the default).
 
 
 def admin_member(user: dict[str, Any], **rights: bool) -> dict[str, Any]:
