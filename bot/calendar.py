@@ -275,7 +275,7 @@ async def materialize(
         if spec.approval:
             end = max(end, now + timedelta(seconds=spec.review_ahead) + REFILL)
         if post.materialized_until is None:
-            start = now - grace
+            start = now  # a new post is planned from now on: no late sends of earlier times
         else:
             start = max(min(post.materialized_until, now), now - LOOKBACK)
         start = min(start, now)

@@ -421,6 +421,11 @@ async def reviewers(app: AnyApp, spec: PostSpec, chats: list[int]) -> list[Revie
     ]
 
 
+def _in_file_order(spec: PostSpec, chats: list[int]) -> list[int]:
+    order = {chat_id: i for i, chat_id in enumerate(spec.targets)}
+    return sorted(chats, key=lambda c: (order.get(c, len(order)), c))
+
+
 async def _chat_titles(services: Services, chats: list[int]) -> str:
     async with services.db() as session:
         rows = {c.id: c for c in await session.scalars(select(Chat).where(Chat.id.in_(chats)))}
@@ -480,7 +485,7 @@ async def send_preview(app: AnyApp, approval_id: int) -> int:
     if not people:
         log.warning("no one to approve %s at %s: it will be held", spec.key, due_at)
         return 0
-    titles = await _chat_titles(services, chats)
+    titles = await _chat_titles(services, _in_file_order(spec, chats))
     kind = post_kind(spec.kind)
     sent = 0
     for person in people:
@@ -544,7 +549,7 @@ async def report_held(app: AnyApp, verdict: cal.Verdict) -> None:
     if not result.rowcount or post is None:
         return
     spec = PostSpec.from_json(post.spec)
-    chats = sorted({row.chat_id for row in held})
+    chats = _in_file_order(spec, list({row.chat_id for row in held}))
     titles = await _chat_titles(services, chats)
     ids = ", ".join(str(row.id) for row in held)
     for person in await reviewers(app, spec, chats):

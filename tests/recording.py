@@ -114,7 +114,8 @@ class RecordingRequest(BaseRequest):
         api_method = url.rsplit("/", 1)[-1]
         params = dict(request_data.parameters) if request_data else {}
         if request_data is not None:  # uploaded files travel as multipart fields
-            for name, (filename, *_rest) in request_data.multipart_data.items():
+            uploads = getattr(request_data, "multipart_data", None) or {}
+            for name, (filename, *_rest) in uploads.items():
                 params.setdefault(name, f"upload://{filename}")
         if api_method == "getMe":
             return self._ok(self.bot_user)

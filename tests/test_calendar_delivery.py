@@ -221,7 +221,8 @@ async def test_file_changes_are_picked_up_by_the_sweep(tg):
     write_calendar(tg, DAILY)
     await start(tg)
     write_calendar(tg, DAILY + '  - {id: extra, to: main, at: "2026-11-25 21:30", text: Extra}\n')
-    await advance(tg, hours=2)  # 21:30 in Shanghai is 13:30 UTC
+    for _ in range(24):  # the sweep runs every minute; here every five
+        await advance(tg, minutes=5)  # 21:30 in Shanghai is 13:30 UTC
     assert [p["text"] for _, p in sends(tg)] == ["<b>Tip</b> of the day", "Extra"]
 
 
