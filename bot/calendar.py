@@ -516,10 +516,11 @@ async def record_sent(
     now: datetime,
     delete_after: int | None,
 ) -> None:
+    # UNKNOWN too: a send held up long enough (rate limits) to be taken for interrupted.
     await _transition(
         session,
         delivery_id,
-        (SENDING,),
+        (SENDING, UNKNOWN),
         state=SENT,
         message_id=message_id,
         sent_at=now,

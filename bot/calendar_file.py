@@ -158,7 +158,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,6 +670,11 @@ class _Validator:
         silent = self.boolean(post, "silent", where, False)
         enabled = self.boolean(post, "enabled", where, True) and defaults["enabled"]
         delete_after = self.duration(post, "delete_after", where)
+        if delete_after is not None and delete_after > timedelta(hours=48):
+            self.error(
+                post.value_line("delete_after"),
+                f"delete_after{where}: Telegram lets bots delete messages only within 48h",
+            )
         if delete_after is not None and kind == "lottery":
             self.error(
                 post.key_line("delete_after"),

@@ -37,7 +37,7 @@ from telegram.error import (
 from telegram.ext import Application, ContextTypes
 
 from bot import calendar as cal
-from bot.calendar_file import Calendar, PostSpec, Problem, fingerprint, load_calendar
+from bot.calendar_file import PostSpec, Problem, fingerprint, load_calendar
 from bot.i18n import normalize_language, t
 from bot.models import Chat, UserProfile
 from bot.post_kinds import Outgoing, post_kind
@@ -90,9 +90,11 @@ class ReloadResult:
 async def on_startup(app: AnyApp) -> None:
     """Load the calendar, plan it, settle what happened while the bot was down, make jobs."""
     result = await reload_calendar(app)
-    for problem in result.problems:
-        log.error("calendar: %s", problem)
-    if result.problems:
+    if not runtime(app).content_dir.is_dir():
+        log.info("no calendar folder %s: nothing is planned from files", runtime(app).content_dir)
+    elif result.problems:
+        for problem in result.problems:
+            log.error("calendar: %s", problem)
         log.error("calendar files have errors: keeping the previously loaded calendar")
     await sweep(app)
     assert app.job_queue is not None
@@ -114,10 +116,8 @@ async def reload_calendar(app: AnyApp) -> ReloadResult:
     services = services_of(app)
     async with rt.lock:
         stamp = fingerprint(rt.content_dir)
-        if not rt.content_dir.is_dir():
-            calendar = Calendar()  # no calendar folder: nothing planned from files
-        else:
-            calendar = await asyncio.to_thread(load_calendar, rt.content_dir)
+        # A missing folder is reported like an error: it must not cancel what is planned.
+        calendar = await asyncio.to_thread(load_calendar, rt.content_dir)
         rt.last_problems = calendar.problems
         result = ReloadResult(
             problems=calendar.problems, posts=len(calendar.posts), files=len(calendar.files)

@@ -216,6 +216,20 @@ async def test_a_calendar_with_errors_changes_nothing(tg):
     assert [(r.id, r.state) for r in await deliveries(tg)] == before
 
 
+async def test_a_missing_folder_cancels_nothing(tg):
+    import shutil
+
+    await join(tg, GROUP)
+    write_calendar(tg, DAILY)
+    await start(tg)
+    shutil.rmtree(content_dir(tg))
+    await tg.feed(f.message(GROUP, ADMIN, "/calendar reload", date=tg.now()))
+    assert "no such directory" in tg.api.sent_texts(G)[-1]
+    tg.api.clear()
+    await advance(tg, hours=1)
+    assert [p["text"] for _, p in sends(tg)] == ["<b>Tip</b> of the day"]
+
+
 async def test_file_changes_are_picked_up_by_the_sweep(tg):
     await join(tg, GROUP)
     write_calendar(tg, DAILY)

@@ -186,6 +186,11 @@ def test_limits_and_yaml_errors(tmp_path):
             at: 2026-12-01 20:00
             text: hi
             caption: no
+          - id: late-delete
+            to: main
+            at: 2026-12-01 20:00
+            text: hi
+            delete_after: 3d
         """,
     )
     write(tmp_path, "posts: [\n  - id: x\n", name="broken.yaml")
@@ -197,6 +202,7 @@ def test_limits_and_yaml_errors(tmp_path):
     )
     assert any(":11: caption (post 'cap'): too long: 1025" in m for m in messages)
     assert any(":16: caption (post 'txtcap') goes with photo" in m for m in messages)
+    assert any(":21: delete_after (post 'late-delete'): Telegram lets bots" in m for m in messages)
 
 
 def test_media_must_stay_inside_the_folder(tmp_path):
