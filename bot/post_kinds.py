@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING, Any
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 from telegram.constants import ParseMode
 
-from bot.text import escape
-
 if TYPE_CHECKING:
     from telegram import Bot
     from telegram.ext import Application
@@ -193,7 +191,6 @@ __all__ = [
     "Deliver",
     "Outgoing",
     "PostKind",
-    "escape",
     "kinds",
     "post_kind",
     "register_post_kind",

@@ -4,15 +4,17 @@ and the Approve / Reject / Edit-later buttons under approval previews."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot import calendar as cal
 from bot.calendar_file import PostSpec, Schedule
 from bot.commands import Audience, CommandSpec
+from bot.db import upsert
 from bot.i18n import t
 from bot.services import BotContext
 from bot.text import escape
@@ -35,7 +37,7 @@ DECISIONS = {"ok": "approved", "no": "rejected", "later": "later"}
 MAX_PROBLEMS_SHOWN = 15
 
 
-def _when(target: Target, moment) -> str:  # type: ignore[no-untyped-def]
+def _when(target: Target, moment: datetime) -> str:
     return moment.astimezone(target.chat.timezone).strftime("%Y-%m-%d %H:%M")
 
 
@@ -231,7 +233,9 @@ async def postnow_command(update: Update, context: BotContext, target: Target) -
         await reply(update, t(target.lang, "calendar.post_failed", id=delivery.id, error=error))
 
 
-async def _plan_next(session, chat_id: int, key: str, *, now) -> cal.CalendarDelivery | None:  # type: ignore[no-untyped-def]
+async def _plan_next(
+    session: AsyncSession, chat_id: int, key: str, *, now: datetime
+) -> cal.CalendarDelivery | None:
     """/postnow for a post whose next occurrence is beyond the planned horizon."""
     post = await session.scalar(
         select(cal.CalendarPost).where(
@@ -248,8 +252,6 @@ async def _plan_next(session, chat_id: int, key: str, *, now) -> cal.CalendarDel
     due_at = spec.schedule.next_after(now)
     if due_at is None:
         return None
-    from bot.db import upsert
-
     await upsert(
         session,
         cal.CalendarDelivery.__table__,  # type: ignore[attr-defined]

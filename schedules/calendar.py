@@ -569,11 +569,6 @@ async def report_held(app: AnyApp, verdict: cal.Verdict) -> None:
             log.warning("could not report held %s to %s: %s", spec.key, person.chat_id, exc)
 
 
-async def chat_language(services: Services, chat_id: int) -> str:
-    info = await services.chats.get(chat_id)
-    return info.language if info else "en"
-
-
 __all__ = [
     "on_startup",
     "reload_calendar",
