@@ -286,6 +286,9 @@ async def send_claimed(app: AnyApp, claim: cal.Claim) -> str:
         state, error = cal.FAILED, exc.message
     except (OSError, LookupError) as exc:  # a media file that vanished, a kind not installed
         state, error = cal.FAILED, str(exc)
+    except Exception as exc:  # a bug in a deliverer: record it rather than leave it 'sending'
+        log.exception("delivery %s of %s failed", claim.delivery_id, claim.post_key)
+        state, error = cal.FAILED, f"internal error: {exc!r}"
     else:
         await _record_sent(app, claim, chat_id, message_id)
         return cal.SENT
