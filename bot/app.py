@@ -24,7 +24,11 @@ from bot.operators import OperatorCheck
 from bot.services import SERVICES_KEY, BotContext, Services, services_of, system_clock
 from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor
+from handlers import calendar as calendar_handlers
 from handlers import checkins, connections, core, errors, membership
+from handlers import polls as polls_handlers
+from schedules import calendar as calendar_schedule
+from schedules import polls as polls_schedule
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +51,16 @@ FEATURES: list[ModuleType] = [
     membership,  # tracking: bot membership, joins/leaves, migrations, every message
     core,  # /start /help /language /settimezone
     connections,  # /groups: manage a group from a private chat
+    polls_handlers,  # /poll /survey /closepoll /polls /quizpoints, votes and tallies
+    calendar_handlers,  # /calendar /schedule /postnow /skip /pause /resume, approval buttons
     checkins,  # /checkin 签到, /me, /top, /points, /checkinconfig
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
-SCHEDULES: list[ModuleType] = []
+SCHEDULES: list[ModuleType] = [
+    polls_schedule,  # closing polls and surveys on time
+    calendar_schedule,  # content calendar: deliveries, previews, delete_after, file reloads
+]
 
 PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"
 
