@@ -25,7 +25,7 @@ from bot.services import SERVICES_KEY, BotContext, Services, services_of, system
 from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor
 from handlers import calendar as calendar_handlers
-from handlers import connections, core, errors, membership
+from handlers import checkins, connections, core, errors, membership
 from handlers import polls as polls_handlers
 from schedules import calendar as calendar_schedule
 from schedules import polls as polls_schedule
@@ -53,6 +53,7 @@ FEATURES: list[ModuleType] = [
     connections,  # /groups: manage a group from a private chat
     polls_handlers,  # /poll /survey /closepoll /polls /quizpoints, votes and tallies
     calendar_handlers,  # /calendar /schedule /postnow /skip /pause /resume, approval buttons
+    checkins,  # /checkin 签到, /me, /top, /points, /checkinconfig
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
