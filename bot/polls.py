@@ -492,15 +492,21 @@ async def award_quiz_points(
 ) -> bool:
     """THE single place where a right quiz answer earns points (once per member per quiz).
 
-    Not wired yet: the points ledger is being built in parallel. Wire it as
-        from bot import points
-        return await points.award(session, chat_id=chat_id, user_id=user_id, amount=amount,
-                                  reason="quiz", source="quiz",
-                                  source_key=f"quiz:{poll_id}:{user_id}", now=now)
-    The source_key makes the award idempotent; quizzes cannot be re-voted anyway.
-    Runs inside the vote's transaction.
+    Awards through the points ledger; the source key makes it idempotent (quizzes cannot be
+    re-voted anyway). Runs inside the vote's transaction.
     """
-    return False
+    from bot import points
+
+    return await points.award(
+        session,
+        chat_id=chat_id,
+        user_id=user_id,
+        amount=amount,
+        reason="quiz",
+        source="quiz",
+        source_key=f"quiz:{poll_id}:{user_id}",
+        now=now,
+    )
 
 
 VoteOutcome = Literal["voted", "changed", "retracted", "ignored"]

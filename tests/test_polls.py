@@ -721,6 +721,22 @@ async def test_quizpoints_setting_and_the_single_award_hook(tg, monkeypatch):
     assert len(awarded) == 1
 
 
+async def test_right_quiz_answers_earn_points_in_the_ledger_once(tg):
+    from bot import points
+
+    await setup_group(tg)
+    await command(tg, "/quizpoints 5")
+    await command(tg, "/poll quiz=1 Q? | right | wrong")
+    quiz = await last_poll(tg)
+    await vote(tg, quiz, ALICE, [0])
+    await vote(tg, quiz, ALICE, [0])  # Telegram redelivers the same answer
+    await vote(tg, quiz, BOB, [1])
+    async with tg.db() as session:
+        assert await points.balance(session, chat_id=GID, user_id=ALICE["id"]) == 5
+        assert await points.balance(session, chat_id=GID, user_id=BOB["id"]) == 0
+        assert await points.audit(session, chat_id=GID) == []
+
+
 # --- group → supergroup -------------------------------------------------------------------------
 
 
