@@ -9,9 +9,10 @@ not counted, and a command in it is not run).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from telegram import Message, Update
-from telegram.ext import Application, ApplicationHandlerStop, MessageHandler, filters
+from telegram.ext import Application, ApplicationHandlerStop
 
 from bot import sanctions
 from bot.activity import SERVICE_ACCOUNTS
@@ -22,6 +23,7 @@ from bot.sending import send_text
 from bot.services import BotContext, services_of
 from handlers import GUARDS
 from handlers.common import MemberRef, group_info
+from handlers.gates import MessageGate
 from handlers.moderation import enforce, warn_member, who
 
 log = logging.getLogger(__name__)
@@ -29,19 +31,15 @@ log = logging.getLogger(__name__)
 COMMANDS: list[CommandSpec] = []
 
 
-class MaybeGuarded(filters.MessageFilter):
+def maybe_guarded(cache: GuardCache) -> Callable[[Message], bool]:
     """A content message in a chat that may have guards (a set lookup for all others)."""
 
-    __slots__ = ("cache",)
-
-    def __init__(self, cache: GuardCache) -> None:
-        super().__init__(name="MaybeGuarded")
-        self.cache = cache
-
-    def filter(self, message: Message) -> bool:
-        if message.text is None and message.effective_attachment is None:
+    def predicate(message: Message) -> bool:
+        if cache.unguarded(message.chat_id):
             return False
-        return not self.cache.unguarded(message.chat_id)
+        return message.text is not None or message.effective_attachment is not None
+
+    return predicate
 
 
 def _exempt(message: Message, bot_id: int) -> bool:
@@ -194,15 +192,7 @@ async def _announce(context: BotContext, chat_id: int, text: str) -> None:
 
 def register(app: Application) -> None:
     cache = guard_cache(services_of(app))
-    app.add_handler(
-        MessageHandler(
-            filters.ChatType.GROUPS
-            & (filters.UpdateType.MESSAGE | filters.UpdateType.EDITED_MESSAGE)
-            & MaybeGuarded(cache),
-            guard_message,
-        ),
-        group=GUARDS,
-    )
+    app.add_handler(MessageGate(maybe_guarded(cache), guard_message, edits=True), group=GUARDS)
 
 
 async def on_startup(app: Application) -> None:

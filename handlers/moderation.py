@@ -9,6 +9,7 @@ banChatSenderChat.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from telegram import (
     User,
 )
 from telegram.error import TelegramError
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot import moderation as mod
 from bot import sanctions
@@ -47,6 +48,7 @@ from handlers.common import (
     resolve_target,
     sent_as_group_admin,
 )
+from handlers.gates import MessageGate
 
 FEATURE = "moderation"
 COMMANDS = [
@@ -764,14 +766,10 @@ def _flood_summary(lang: str, settings: mod.ModerationSettings) -> str:
 # --- reports --------------------------------------------------------------------------------
 
 
-class AdminCall(filters.MessageFilter):
-    """Text that calls the admins ("@admin", "@admins"); a cheap test first."""
-
-    __slots__ = ()
-
-    def filter(self, message: Message) -> bool:
-        text = message.text
-        return text is not None and "@" in text and _ADMIN_CALL.search(text) is not None
+def calls_admins(message: Message) -> bool:
+    """Text that calls the admins ("@admin", "@admins"); a cheap "@" test first."""
+    text = message.text
+    return text is not None and "@" in text and _ADMIN_CALL.search(text) is not None
 
 
 def message_link(chat_id: int, username: str | None, message_id: int) -> str | None:
@@ -1154,35 +1152,52 @@ async def setlog_command(update: Update, context: BotContext, target: Target) ->
     )
 
 
+# One CommandHandler for all of this module's commands: every group message is checked
+# against each handler, so one check instead of nineteen keeps the hot path short.
+HANDLERS = {
+    "warn": warn_command,
+    "warns": warns_command,
+    "unwarn": unwarn_command,
+    "resetwarns": resetwarns_command,
+    "setwarnlimit": setwarnlimit_command,
+    "setwarnexpiry": setwarnexpiry_command,
+    "mute": mute_command,
+    "unmute": unmute_command,
+    "ban": ban_command,
+    "unban": unban_command,
+    "kick": kick_command,
+    "filter": filter_command,
+    "unfilter": unfilter_command,
+    "filters": filters_command,
+    "setflood": setflood_command,
+    "report": report_command,
+    "inactive": inactive_command,
+    "modlog": modlog_command,
+    "setlog": setlog_command,
+}
+
+
+def command_name(message: Message | None) -> str:
+    """`/Ban@bot 1d` → `ban`."""
+    text = (message.text or "") if message else ""
+    return text.split(maxsplit=1)[0][1:].split("@", 1)[0].lower() if text else ""
+
+
+def dispatcher(handlers: dict[str, Callable[[Update, BotContext], Awaitable[None]]]):  # type: ignore[no-untyped-def]
+    """A callback that runs the handler of the command it was given."""
+
+    async def dispatch(update: Update, context: BotContext) -> None:
+        await handlers[command_name(update.effective_message)](update, context)
+
+    return dispatch
+
+
 def register(app: Application) -> None:
-    groups = filters.ChatType.GROUPS
     app.add_handlers(
         [
-            CommandHandler("warn", warn_command),
-            CommandHandler("warns", warns_command),
-            CommandHandler("unwarn", unwarn_command),
-            CommandHandler("resetwarns", resetwarns_command),
-            CommandHandler("setwarnlimit", setwarnlimit_command),
-            CommandHandler("setwarnexpiry", setwarnexpiry_command),
-            CommandHandler("mute", mute_command),
-            CommandHandler("unmute", unmute_command),
-            CommandHandler("ban", ban_command),
-            CommandHandler("unban", unban_command),
-            CommandHandler("kick", kick_command),
-            CommandHandler("filter", filter_command),
-            CommandHandler("unfilter", unfilter_command),
-            CommandHandler("filters", filters_command),
-            CommandHandler("setflood", setflood_command),
-            CommandHandler("report", report_command),
-            CommandHandler("inactive", inactive_command),
-            CommandHandler("modlog", modlog_command),
-            CommandHandler("setlog", setlog_command),
+            CommandHandler(list(HANDLERS), dispatcher(HANDLERS)),
             CallbackQueryHandler(purge_pressed, pattern=f"^{PURGE_PREFIX}"),
-            # "@admin" in a message: a cheap "@" test before the regex.
-            MessageHandler(
-                groups & filters.UpdateType.MESSAGE & AdminCall(name="AdminCall"),
-                report_command,
-            ),
+            MessageGate(calls_admins, report_command),  # "@admin" in a group message
         ],
         group=COMMAND_GROUP,
     )

@@ -24,7 +24,6 @@ from telegram.ext import (
     CallbackQueryHandler,
     ChatMemberHandler,
     CommandHandler,
-    MessageHandler,
     filters,
 )
 
@@ -44,7 +43,9 @@ from handlers import COMMANDS as COMMAND_GROUP
 from handlers import GUARDS
 from handlers.common import Target, group_info, is_group, operator_command, reply, user_language
 from handlers.core import remember_private_user
+from handlers.gates import MessageGate
 from handlers.membership import is_in_chat
+from handlers.moderation import command_text, dispatcher
 from schedules import verification
 
 log = logging.getLogger(__name__)
@@ -318,8 +319,6 @@ def check_summary(lang: str, settings: JoinCheckSettings) -> str:
 @operator_command
 async def verify_command(update: Update, context: BotContext, target: Target) -> None:
     """/verify on|off · question "…" answers "a|b|c" correct N · time 5m · action kick."""
-    from handlers.moderation import command_text
-
     lang = target.lang
     raw = command_text(update.effective_message)
     services = context.services
@@ -549,13 +548,36 @@ async def check_pressed(update: Update, context: BotContext) -> None:
     await send_welcome(context, info, query.from_user)
 
 
+def is_newcomer_event(message: Message) -> bool:
+    """A join or leave service message (two attribute reads for ordinary messages)."""
+    return bool(message.new_chat_members) or message.left_chat_member is not None
+
+
+async def on_newcomer_event(update: Update, context: BotContext) -> None:
+    message = update.effective_message
+    assert message is not None
+    if message.new_chat_members:
+        await on_new_members(update, context)
+    else:
+        await on_left_member(update, context)
+
+
+HANDLERS = {
+    "rules": rules_command,
+    "setrules": setrules_command,
+    "clearrules": clearrules_command,
+    "privaterules": privaterules_command,
+    "setwelcome": setwelcome_command,
+    "welcome": welcome_command,
+    "verify": verify_command,
+}
+
+
 def register(app: Application) -> None:
-    groups = filters.ChatType.GROUPS
-    # Newcomers first (before tracking), and the rules deep link before core's /start.
+    # Newcomers before tracking (guards group), and the rules deep link before core's /start.
     app.add_handlers(
         [
-            MessageHandler(groups & filters.StatusUpdate.NEW_CHAT_MEMBERS, on_new_members),
-            MessageHandler(groups & filters.StatusUpdate.LEFT_CHAT_MEMBER, on_left_member),
+            MessageGate(is_newcomer_event, on_newcomer_event),
             ChatMemberHandler(on_chat_member, ChatMemberHandler.CHAT_MEMBER),
             CommandHandler(
                 "start",
@@ -568,13 +590,7 @@ def register(app: Application) -> None:
     )
     app.add_handlers(
         [
-            CommandHandler("rules", rules_command),
-            CommandHandler("setrules", setrules_command),
-            CommandHandler("clearrules", clearrules_command),
-            CommandHandler("privaterules", privaterules_command),
-            CommandHandler("setwelcome", setwelcome_command),
-            CommandHandler("welcome", welcome_command),
-            CommandHandler("verify", verify_command),
+            CommandHandler(list(HANDLERS), dispatcher(HANDLERS)),
             CallbackQueryHandler(check_pressed, pattern=f"^{CHECK_PREFIX}"),
         ],
         group=COMMAND_GROUP,
