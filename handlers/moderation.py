@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 from telegram import (
+    ChatMember,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
@@ -1136,6 +1137,9 @@ async def setlog_command(update: Update, context: BotContext, target: Target) ->
     if log_chat is None or log_chat == target.chat_id:
         await reply(update, t(lang, "moderation.setlog_usage"))
         return
+    if not await _administers(context, log_chat, update):
+        await reply(update, t(lang, "moderation.setlog_not_admin"))
+        return
     try:
         sent = await context.bot.send_message(
             log_chat, t(lang, "moderation.setlog_hello", group=escape(target.chat.title))
@@ -1150,6 +1154,21 @@ async def setlog_command(update: Update, context: BotContext, target: Target) ->
         update,
         t(lang, "moderation.setlog_done", group=escape(target.chat.title), chat=escape(name)),
     )
+
+
+async def _administers(context: BotContext, chat_id: int, update: Update) -> bool:
+    """Whether the person sending the command administers `chat_id` too (so nobody can point
+    their log at somebody else's chat). Anonymous admins can't be checked, so they can't."""
+    user = update.effective_user
+    if user is None or sent_as_group_admin(update.effective_message):
+        return False
+    if user.id in context.services.operators.owners:
+        return True
+    try:
+        member = await context.bot.get_chat_member(chat_id, user.id)
+    except TelegramError:
+        return False
+    return member.status in (ChatMember.OWNER, ChatMember.ADMINISTRATOR)
 
 
 # One CommandHandler for all of this module's commands: every group message is checked

@@ -541,7 +541,11 @@ async def check_pressed(update: Update, context: BotContext) -> None:
         await query.answer(t(lang, "rules.check_stale"), show_alert=True)
         return
     verification.cancel(context.job_queue, chat_id, user_id)
-    await sanctions.unmute(context.bot, chat_id, user_id)
+    problem = await sanctions.unmute(context.bot, chat_id, user_id)
+    if problem is not None:
+        log.warning(
+            "join check in %s: cannot lift %s's restriction (%s)", chat_id, user_id, problem
+        )
     await query.answer(t(lang, "rules.check_passed"))
     if passed.message_id:
         await sanctions.delete_message(context.bot, chat_id, passed.message_id)

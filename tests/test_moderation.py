@@ -341,6 +341,10 @@ async def test_log_channel_receives_entries(tg):
     await setup_group(tg)
     log_chat = -1009000000000
     await command(tg, ADMIN, f"/setlog {log_chat}")
+    assert "admin of that chat" in last_text(tg)  # not an admin there: refused
+    assert not tg.api.sent_texts(log_chat)
+    tg.api.chat_members[(log_chat, ADMIN["id"])] = f.chat_member_status(ADMIN, "creator")
+    await command(tg, ADMIN, f"/setlog {log_chat}")
     assert "now receives the moderation log" in tg.api.sent_texts(log_chat)[0]
     assert "now also goes to" in last_text(tg)
     target = await say(tg, MEMBER, "x")
@@ -367,11 +371,15 @@ async def test_setlog_from_a_forwarded_channel_message_and_failures(tg):
             "message_id": 5,
         },
     )
+    tg.api.chat_members[(-1008000000000, ADMIN["id"])] = f.chat_member_status(
+        ADMIN, "administrator"
+    )
     await command(tg, ADMIN, "/setlog", reply_to=forwarded)
     assert tg.api.sent_texts(-1008000000000)
     async with tg.db() as session:
         assert (await session.get(ModerationSettings, GROUP["id"])).log_chat_id == -1008000000000
     tg.api.fail("sendMessage", 403, "Forbidden: bot is not a member of the channel chat")
+    tg.api.chat_members[(-1007000000000, ADMIN["id"])] = f.chat_member_status(ADMIN, "creator")
     await command(tg, ADMIN, "/setlog -1007000000000")
     assert "can't post in that chat" in last_text(tg)
     await command(tg, ADMIN, "/setlog")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.app import build_app
 from bot.models import UserProfile
-from bot.rules import GroupRules, Newcomer, WelcomeSettings
+from bot.rules import GroupRules, Newcomer, WelcomeSettings, check_token, conclude_check
 from schedules import verification
 from tests import factories as f
 from tests.conftest import both_databases
@@ -344,3 +344,22 @@ async def test_verify_bad_arguments_are_explained(tg):
     assert "operators" in last_text(tg)
     await command(tg, ADMIN, "/verify")
     assert "Join check: <b>off</b>" in last_text(tg)
+
+
+async def test_a_check_is_failed_only_after_its_deadline_and_only_once(tg):
+    await setup_group(tg)
+    await command(tg, ADMIN, "/verify on")
+    await join(tg)
+    row = await newcomer(tg)
+    token = check_token(row.joined_at)
+    kwargs = {"chat_id": GROUP["id"], "user_id": NEWBIE["id"], "token": token, "state": "failed"}
+    async with tg.services.db.begin() as session:
+        assert await conclude_check(session, **kwargs, now=tg.now()) is None  # not yet due
+    async with tg.services.db.begin() as session:
+        stale = dict(kwargs, token=token - 1)
+        assert await conclude_check(session, **stale) is None  # a button of an older join
+    late = tg.now() + timedelta(minutes=5)
+    async with tg.services.db.begin() as session:
+        assert (await conclude_check(session, **kwargs, now=late)).state == "failed"
+    async with tg.services.db.begin() as session:
+        assert await conclude_check(session, **kwargs, now=late) is None  # already concluded
