@@ -24,6 +24,7 @@ from sqlmodel import Field, SQLModel
 
 from bot.db import upsert
 from bot.models import Member, chat_fk, utc_column
+from bot.timeparse import parse_duration
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -45,6 +46,7 @@ DEFAULT_WARN_LIMIT = 3
 WARN_LIMIT_RANGE = (1, 20)
 DEFAULT_FILTER_MUTE = timedelta(hours=1)
 DEFAULT_FLOOD_WINDOW = 10
+DEFAULT_FLOOD_MUTE = 600
 FLOOD_LIMIT_RANGE = (2, 100)
 FLOOD_WINDOW_RANGE = (1, 300)
 MAX_FILTERS = 200
@@ -67,7 +69,7 @@ class ModerationSettings(SQLModel, table=True):
     flood_limit: int | None = Field(default=None)  # None: no flood control
     flood_window: int = Field(default=DEFAULT_FLOOD_WINDOW)  # seconds
     flood_action: str = Field(default="mute", max_length=8)
-    flood_duration: int | None = Field(default=600)
+    flood_duration: int | None = Field(default=DEFAULT_FLOOD_MUTE)
     log_chat_id: int | None = Field(default=None, sa_type=BigInteger)
 
 
@@ -380,6 +382,53 @@ async def remove_filter(session: AsyncSession, chat_id: int, pattern: str) -> bo
         delete(WordFilter).where(WordFilter.chat_id == chat_id, WordFilter.pattern == pattern)
     )
     return bool(result.rowcount)
+
+
+class ArgumentError(ValueError):
+    """Unusable command arguments; `value` is the word that was wrong, if one was."""
+
+    def __init__(self, value: str | None = None) -> None:
+        super().__init__(value)
+        self.value = value
+
+
+def parse_flood_args(words: list[str]) -> dict[str, object]:
+    """`/setflood N [seconds] [mute|kick|ban|warn] [duration]` → the settings to store.
+
+    Defaults: a 10-second window, mute for 10 minutes.
+    """
+    low, high = FLOOD_LIMIT_RANGE
+    words = [word.lower() for word in words]
+    if not words or not words[0].isdigit() or not low <= int(words[0]) <= high:
+        raise ArgumentError()
+    values: dict[str, object] = {
+        "flood_limit": int(words[0]),
+        "flood_window": DEFAULT_FLOOD_WINDOW,
+        "flood_action": "mute",
+        "flood_duration": DEFAULT_FLOOD_MUTE,
+    }
+    rest = words[1:]
+    if rest:
+        delta = parse_duration(rest[0])
+        window = int(rest[0]) if rest[0].isdigit() else delta and int(delta.total_seconds())
+        if window is not None:
+            if not FLOOD_WINDOW_RANGE[0] <= window <= FLOOD_WINDOW_RANGE[1]:
+                raise ArgumentError()
+            values["flood_window"], rest = window, rest[1:]
+    if rest:
+        action = rest.pop(0)
+        if action not in FLOOD_ACTIONS:
+            raise ArgumentError()
+        values["flood_action"] = action
+        values["flood_duration"] = DEFAULT_FLOOD_MUTE if action == "mute" else None
+    if rest:
+        if len(rest) > 1 or values["flood_action"] not in ("mute", "ban"):
+            raise ArgumentError()
+        delta = parse_duration(rest[0])
+        if delta is None or not sanction_duration_ok(delta):
+            raise ArgumentError(rest[0])
+        values["flood_duration"] = int(delta.total_seconds())
+    return values
 
 
 # --- flood ----------------------------------------------------------------------------------

@@ -695,7 +695,7 @@ async def setflood_command(update: Update, context: BotContext, target: Target) 
         guard_cache(services).invalidate(target.chat_id)
         await reply(update, t(lang, "moderation.flood_off"))
         return
-    if not args or not args[0].isdigit() or not low <= int(args[0]) <= high:
+    if not args:
         async with services.db() as session:
             current = await mod.get_settings(session, target.chat_id)
         status = (
@@ -703,47 +703,24 @@ async def setflood_command(update: Update, context: BotContext, target: Target) 
             if current.flood_limit
             else t(lang, "moderation.flood_status_off")
         )
-        await reply(update, f"{status}\n\n{usage}" if args else status + "\n\n" + usage)
+        await reply(update, f"{status}\n\n{usage}")
         return
-    values: dict[str, object] = {
-        "flood_limit": int(args[0]),
-        "flood_window": mod.DEFAULT_FLOOD_WINDOW,
-        "flood_action": "mute",
-        "flood_duration": 600,
-    }
-    rest = args[1:]
-    if rest and (rest[0].isdigit() or parse_duration(rest[0])):
-        seconds = (
-            int(rest[0]) if rest[0].isdigit() else int(parse_duration(rest[0]).total_seconds())
-        )  # type: ignore[union-attr]
-        if not mod.FLOOD_WINDOW_RANGE[0] <= seconds <= mod.FLOOD_WINDOW_RANGE[1]:
+    try:
+        values = mod.parse_flood_args(args)
+    except mod.ArgumentError as exc:
+        if exc.value is None:
             await reply(update, usage)
-            return
-        values["flood_window"], rest = seconds, rest[1:]
-    if rest:
-        if rest[0] not in mod.FLOOD_ACTIONS:
-            await reply(update, usage)
-            return
-        values["flood_action"], values["flood_duration"], rest = rest[0], None, rest[1:]
-        if values["flood_action"] == "mute" and not rest:
-            values["flood_duration"] = 600
-    if rest:
-        delta = parse_duration(rest[0])
-        if values["flood_action"] not in ("mute", "ban") or delta is None or len(rest) > 1:
-            await reply(update, usage)
-            return
-        if not mod.sanction_duration_ok(delta):
+        else:
             await reply(
                 update,
                 t(
                     lang,
                     "moderation.bad_duration",
-                    value=escape(rest[0]),
+                    value=escape(exc.value),
                     example=example("/setflood 5 10 mute 10m"),
                 ),
             )
-            return
-        values["flood_duration"] = int(delta.total_seconds())
+        return
     async with services.db.begin() as session:
         await mod.save_settings(session, target.chat_id, **values)
         settings = await mod.get_settings(session, target.chat_id)
@@ -1202,7 +1179,10 @@ def command_name(message: Message | None) -> str:
     return text.split(maxsplit=1)[0][1:].split("@", 1)[0].lower() if text else ""
 
 
-def dispatcher(handlers: dict[str, Callable[[Update, BotContext], Awaitable[None]]]):  # type: ignore[no-untyped-def]
+Callback = Callable[[Update, BotContext], Awaitable[None]]
+
+
+def dispatcher(handlers: dict[str, Callback]) -> Callback:
     """A callback that runs the handler of the command it was given."""
 
     async def dispatch(update: Update, context: BotContext) -> None:
