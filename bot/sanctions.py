@@ -38,6 +38,7 @@ class Problem(StrEnum):
     NO_RIGHTS = "no_rights"  # the bot lacks the admin right the action needs
     TARGET_ADMIN = "target_admin"  # Telegram does not let anyone restrict an admin
     NOT_FOUND = "not_found"  # no such member (never joined, wrong id)
+    SUPERGROUP_ONLY = "supergroup_only"  # restricting needs a supergroup, not a basic group
     FAILED = "failed"  # anything else (logged)
 
 
@@ -54,6 +55,8 @@ def problem_of(exc: TelegramError) -> Problem:
         return Problem.TARGET_ADMIN
     if any(part in message for part in _NOT_FOUND):
         return Problem.NOT_FOUND
+    if "supergroup" in message:
+        return Problem.SUPERGROUP_ONLY
     log.warning("sanction refused: %s", exc.message)
     return Problem.FAILED
 

@@ -42,6 +42,21 @@ def maybe_guarded(cache: GuardCache) -> Callable[[Message], bool]:
     return predicate
 
 
+def is_migration(message: Message) -> bool:
+    return message.migrate_to_chat_id is not None or message.migrate_from_chat_id is not None
+
+
+async def on_migration(update: Update, context: BotContext) -> None:
+    """The group became a supergroup: look its guards up again under the new id."""
+    message = update.effective_message
+    assert message is not None
+    cache = guard_cache(context.services)
+    cache.invalidate(message.chat_id)
+    for chat_id in (message.migrate_to_chat_id, message.migrate_from_chat_id):
+        if chat_id is not None:
+            cache.invalidate(chat_id)
+
+
 def _exempt(message: Message, bot_id: int) -> bool:
     """Anonymous admins, the linked channel's posts, Telegram itself and this bot."""
     if message.sender_chat is not None:
@@ -192,7 +207,13 @@ async def _announce(context: BotContext, chat_id: int, text: str) -> None:
 
 def register(app: Application) -> None:
     cache = guard_cache(services_of(app))
-    app.add_handler(MessageGate(maybe_guarded(cache), guard_message, edits=True), group=GUARDS)
+    app.add_handlers(
+        [
+            MessageGate(maybe_guarded(cache), guard_message, edits=True),
+            MessageGate(is_migration, on_migration),
+        ],
+        group=GUARDS,
+    )
 
 
 async def on_startup(app: Application) -> None:

@@ -396,3 +396,11 @@ async def test_sanctions_from_a_private_chat_through_groups(tg):
     (call,) = tg.api.of("restrictChatMember")
     assert call.params["chat_id"] == GROUP["id"] and call.params["user_id"] == MEMBER["id"]
     assert "muted for 1h" in tg.api.sent_texts(ADMIN["id"])[-1]
+
+
+async def test_basic_groups_get_an_explanation(tg):
+    await setup_group(tg)
+    target = await say(tg, MEMBER, "x")
+    tg.api.fail("restrictChatMember", 400, "Bad Request: method is available only for supergroups")
+    await command(tg, ADMIN, "/mute 1h", reply_to=target)
+    assert "only in supergroups" in last_text(tg)
