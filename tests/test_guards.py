@@ -289,7 +289,7 @@ async def test_filters_follow_the_group_into_its_supergroup(tg):
     basic = f.group(-4000000001, "Basic", type="group")
     supergroup = f.group(-1004000000001, "Basic", type="supergroup")
     await setup_group(tg, chat=basic)
-    await command_in(tg, basic, "/filter spam")
+    await say(tg, ADMIN, "/filter spam", chat=basic)
     await say(tg, MEMBER, "warm the cache", chat=basic)
     migrate = f.message(basic, ADMIN, None, date=tg.now(), migrate_to_chat_id=supergroup["id"])
     await tg.feed(migrate)
@@ -297,7 +297,3 @@ async def test_filters_follow_the_group_into_its_supergroup(tg):
     await say(tg, MEMBER, "spam again", chat=supergroup)
     (deleted,) = tg.api.of("deleteMessage")
     assert deleted.params["chat_id"] == supergroup["id"]
-
-
-async def command_in(tg, chat, text):
-    await say(tg, ADMIN, text, chat=chat)
