@@ -25,10 +25,11 @@ from bot.services import SERVICES_KEY, BotContext, Services, services_of, system
 from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor
 from handlers import calendar as calendar_handlers
-from handlers import checkins, connections, core, errors, membership
+from handlers import checkins, connections, core, errors, guards, membership, moderation, rules
 from handlers import polls as polls_handlers
 from schedules import calendar as calendar_schedule
 from schedules import polls as polls_schedule
+from schedules import verification
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,16 @@ FEATURES: list[ModuleType] = [
     polls_handlers,  # /poll /survey /closepoll /polls /quizpoints, votes and tallies
     calendar_handlers,  # /calendar /schedule /postnow /skip /pause /resume, approval buttons
     checkins,  # /checkin 签到, /me, /top, /points, /checkinconfig
+    rules,  # /rules, welcome, join check (newcomers in the guards group)
+    moderation,  # warnings, sanctions, filters, flood settings, reports, /inactive, mod log
+    guards,  # word filters and flood control on every group message
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
 SCHEDULES: list[ModuleType] = [
     polls_schedule,  # closing polls and surveys on time
     calendar_schedule,  # content calendar: deliveries, previews, delete_after, file reloads
+    verification,  # join-check deadlines
 ]
 
 PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"

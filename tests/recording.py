@@ -40,6 +40,26 @@ BOT_USER = {
 
 TEXT_LIMITS = {"text": 4096, "caption": 1024}
 
+# What members may do by default in a test group (getChat → permissions).
+DEFAULT_PERMISSIONS = {
+    "can_send_messages": True,
+    "can_send_audios": True,
+    "can_send_documents": True,
+    "can_send_photos": True,
+    "can_send_videos": True,
+    "can_send_video_notes": True,
+    "can_send_voice_notes": True,
+    "can_send_polls": True,
+    "can_send_other_messages": True,
+    "can_add_web_page_previews": True,
+    "can_change_info": False,
+    "can_invite_users": True,
+    "can_pin_messages": False,
+    "can_manage_topics": False,
+    "can_react_to_messages": True,
+    "can_edit_tag": False,
+}
+
 
 @dataclass
 class Call:
@@ -91,6 +111,11 @@ class RecordingRequest(BaseRequest):
     responders: dict[str, Callable[[dict[str, Any]], Any]] = field(default_factory=dict)
     admins: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     now: Callable[[], float] = time.time
+    # getChat permissions per chat (default: members may do everything but change the group)
+    chat_permissions: dict[int, dict[str, bool]] = field(default_factory=dict)
+    # getChatMember answers per (chat, user) (default: an ordinary member)
+    chat_members: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    member_count: int = 1
 
     def __post_init__(self) -> None:
         self._failures: dict[str, list[Failure]] = {}
@@ -310,6 +335,40 @@ class RecordingRequest(BaseRequest):
         return self.message(params, video=video, **self._media_extra(params))
 
     # pinChatMessage, unpinChatMessage and deleteMessage answer True (the default).
+    def _answer_getChat(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        data: dict[str, Any] = {
+            "id": chat_id,
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": {
+                "unlimited_gifts": True,
+                "limited_gifts": True,
+                "unique_gifts": True,
+                "premium_subscription": True,
+                "gifts_from_channels": True,
+            },
+        }
+        if chat_id < 0:
+            data.update(type="supergroup", title="Group")
+            data["permissions"] = self.chat_permissions.get(chat_id, DEFAULT_PERMISSIONS)
+        else:
+            data.update(type="private", first_name="User")
+        return data
+
+    def _answer_getChatMember(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id, user_id = int(params["chat_id"]), int(params["user_id"])
+        known = self.chat_members.get((chat_id, user_id))
+        if known is not None:
+            return known
+        if user_id == self.bot_user["id"]:
+            user = self.bot_user
+        else:
+            user = {"id": user_id, "is_bot": False, "first_name": "User"}
+        return {"status": "member", "user": user}
+
+    def _answer_getChatMemberCount(self, params: dict[str, Any]) -> int:
+        return self.member_count
 
 
 def admin_member(user: dict[str, Any], **rights: bool) -> dict[str, Any]:
