@@ -24,7 +24,8 @@ from bot.operators import OperatorCheck
 from bot.services import SERVICES_KEY, BotContext, Services, services_of, system_clock
 from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor
-from handlers import checkins, connections, core, errors, membership
+from handlers import checkins, connections, core, errors, lottery, membership
+from schedules import lottery as lottery_schedule
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,13 @@ FEATURES: list[ModuleType] = [
     core,  # /start /help /language /settimezone
     connections,  # /groups: manage a group from a private chat
     checkins,  # /checkin 签到, /me, /top, /points, /checkinconfig
+    lottery,  # /lottery /draw /reroll /cancel /lotteries /entrants, Join button, 口令
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
-SCHEDULES: list[ModuleType] = []
+SCHEDULES: list[ModuleType] = [
+    lottery_schedule,  # timed draws, draws due after downtime, the live entrant count
+]
 
 PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"
 

@@ -7,6 +7,7 @@ tables adds its module to this list (and a migration under migrations/versions/)
 from sqlmodel import SQLModel
 
 import bot.checkins  # noqa: F401  (checkin, checkin_day, checkin_config)
+import bot.lottery  # noqa: F401  (lottery, lottery_entry)
 import bot.models  # noqa: F401  (chat, member, daily_activity, chat_admin, user_profile, …)
 import bot.points  # noqa: F401  (points_ledger, points_balance)
 

@@ -112,6 +112,9 @@ class RecordingRequest(BaseRequest):
     ) -> tuple[int, bytes]:
         api_method = url.rsplit("/", 1)[-1]
         params = dict(request_data.parameters) if request_data else {}
+        if request_data is not None and request_data.contains_files:
+            # Uploaded files travel as multipart fields: (file name, bytes, mime type).
+            params.update(request_data.multipart_data or {})
         if api_method == "getMe":
             return self._ok(self.bot_user)
         self.calls.append(Call(api_method, params))
@@ -199,6 +202,18 @@ class RecordingRequest(BaseRequest):
 
     def _answer_copyMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"message_id": next(self._message_ids)}
+
+    def _answer_sendDocument(self, params: dict[str, Any]) -> dict[str, Any]:
+        upload = params.get("document")
+        name = upload[0] if isinstance(upload, tuple) else "document"
+        document = {"file_id": f"doc-{name}", "file_unique_id": f"u-{name}", "file_name": name}
+        extra = {"caption": visible_text(params["caption"])} if "caption" in params else {}
+        return self.message(params, document=document, **extra)
+
+    def _answer_getChatMember(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Everyone asked about is a plain member (tests override with `responders`)."""
+        user = {"id": int(params["user_id"]), "is_bot": False, "first_name": "Member"}
+        return {"status": "member", "user": user}
 
 
 def admin_member(user: dict[str, Any], **rights: bool) -> dict[str, Any]:
