@@ -133,9 +133,9 @@ class Rules:
 class ConfigError(ValueError):
     """A setting that cannot be applied; `key` names the translation explaining why."""
 
-    def __init__(self, key: str, **values: Any) -> None:
-        super().__init__(key)
-        self.key = key
+    def __init__(self, message_key: str, /, **values: Any) -> None:
+        super().__init__(message_key)
+        self.key = message_key
         self.values = values
 
 
@@ -548,17 +548,16 @@ async def check_in(
 
     awards: list[Award] = []
     base, bonus = rules.base_points, rules.streak_points(streak)
-    if base + bonus > 0:
-        await points.award(
-            session,
-            chat_id=chat_id,
-            user_id=user_id,
-            amount=base + bonus,
-            reason=f"check-in {day.isoformat()} (streak {streak})",
-            source="checkin",
-            source_key=f"{user_id}:{day.isoformat()}",
-            now=when,
-        )
+    if base + bonus > 0 and await points.award(
+        session,
+        chat_id=chat_id,
+        user_id=user_id,
+        amount=base + bonus,
+        reason=f"check-in {day.isoformat()} (streak {streak})",
+        source="checkin",
+        source_key=f"{user_id}:{day.isoformat()}",
+        now=when,
+    ):
         awards.append(Award("base", base))
         if bonus:
             awards.append(Award("streak", bonus))

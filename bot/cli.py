@@ -65,6 +65,36 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_points_audit(args: argparse.Namespace) -> int:
+    """Compare every balance with the sum of its ledger rows; --fix rewrites the balances."""
+    import asyncio
+
+    from bot.db import create_engine, make_sessionmaker, utcnow
+    from bot.points import audit, rebuild_balances
+
+    settings = load_settings()
+
+    async def run() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            async with make_sessionmaker(engine).begin() as session:
+                if args.fix:
+                    problems = await rebuild_balances(session, chat_id=args.chat, now=utcnow())
+                else:
+                    problems = await audit(session, chat_id=args.chat)
+        finally:
+            await engine.dispose()
+        for p in problems:
+            print(f"chat {p.chat_id} user {p.user_id}: balance {p.balance}, ledger {p.ledger}")
+        if not problems:
+            print("every balance equals its ledger")
+        elif args.fix:
+            print(f"{len(problems)} balance(s) rebuilt from the ledger")
+        return 1 if problems and not args.fix else 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="community-bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    pts = commands.add_parser("points", help="the points ledger")
+    pts_commands = pts.add_subparsers(dest="points_command", required=True)
+    audit = pts_commands.add_parser("audit", help="check balances against the ledger")
+    audit.add_argument("--chat", type=int, default=None, help="only this chat id")
+    audit.add_argument("--fix", action="store_true", help="rebuild wrong balances")
+    audit.set_defaults(func=cmd_points_audit)
     return parser
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
-from telegram import Message, Update
+from telegram import Message, Update, User
 from telegram.ext import Application, CommandHandler, MessageHandler, filters
 
 from bot import points
@@ -78,6 +77,11 @@ MAX_REASON = 200
 MEDALS = ("🥇", "🥈", "🥉")
 
 
+def counted(lang: str, key: str, n: int) -> str:
+    """`key` with a number; English has a `_one` form for 1 ("1 point", "2 points")."""
+    return t(lang, f"{key}_one" if n == 1 else key, n=n)
+
+
 def rules_cache(context: BotContext) -> RulesCache:
     return context.services.extras[SERVICE]
 
@@ -104,7 +108,7 @@ class CheckinKeyword(filters.UpdateFilter):
         return message.chat.type in GROUP_TYPES and normalize_keyword(text) in self._cache.keywords
 
 
-def _member(message: Message) -> Any:
+def _member(message: Message) -> User | None:
     """The person behind a message, or None for channels, anonymous admins and bots."""
     user = message.from_user
     if user is None or message.sender_chat is not None:
@@ -354,10 +358,10 @@ async def top(update: Update, context: BotContext) -> None:
         name = names.get(standing.user_id) or t(
             lang, "checkins.unknown_member", id=standing.user_id
         )
-        value = t(lang, f"checkins.value_{metric}", n=standing.points)
+        value = counted(lang, f"checkins.value_{metric}", standing.points)
         lines.append(f"{marker} {escape(name)} — {value}")
     if mine:
-        value = t(lang, f"checkins.value_{metric}", n=mine)
+        value = counted(lang, f"checkins.value_{metric}", mine)
         lines.append(t(lang, "checkins.top_you", value=value))
     await reply(update, "\n".join(lines))
 
@@ -395,15 +399,13 @@ async def points_command(update: Update, context: BotContext, target: Target) ->
         return
     if amount_text is None and rest and _AMOUNT.match(rest[0]):
         amount_text, rest = rest[0], rest[1:]
-    async with context.services.db() as session:
-        current = await points.balance(session, chat_id=chat_id, user_id=member.user_id)
     if amount_text is None:
         if rest:
             await reply(update, t(lang, "checkins.points_bad_amount", value=escape(rest[0])))
-        else:
-            await reply(
-                update, t(lang, "checkins.points_balance", name=member.label, total=current)
-            )
+            return
+        async with context.services.db() as session:
+            current = await points.balance(session, chat_id=chat_id, user_id=member.user_id)
+        await reply(update, t(lang, "checkins.points_balance", name=member.label, total=current))
         return
     amount = int(amount_text)
     if amount == 0 or abs(amount) > MAX_GRANT:
