@@ -1115,3 +1115,35 @@ async def verify(session: AsyncSession, lottery_id: int) -> Verification | None:
         recorded=recorded,
         problems=problems,
     )
+
+
+def verification_report(result: Verification, *, shown_after: int = 5) -> str:
+    """Plain-text report of `verify` for the command line (English, not translated)."""
+    lottery = result.lottery
+    entries_by_rank = {u: i for i, u in enumerate(result.ranking, start=1)}
+    lines = [
+        f"Lottery #{lottery.id} in chat {lottery.chat_id}: {lottery.prize}",
+        f"State: {lottery.state}; drawn at {lottery.drawn_at:%Y-%m-%d %H:%M:%S} UTC; "
+        f"{len(result.ranking)} entrants; {lottery.winners} winner(s); "
+        f"{lottery.rerolls} reroll(s)",
+        f"Seed (revealed):        {lottery.seed}",
+        f"Commitment (published): {lottery.commitment}",
+        f"SHA-256(seed):          {commitment_of(lottery.seed_bytes)}  "
+        + ("OK" if result.commitment_ok else "DOES NOT MATCH THE COMMITMENT"),
+        f'Ranking by HMAC-SHA256(seed, "{lottery.id}:<user_id>"), lowest first:',
+    ]
+    shown = min(len(result.ranking), lottery.cursor + shown_after)
+    for user_id in result.ranking[:shown]:
+        lines.append(
+            f"  {entries_by_rank[user_id]:>5}. {user_id:>14}  {result.tickets[user_id][:16]}…"
+        )
+    if shown < len(result.ranking):
+        lines.append(f"  … {len(result.ranking) - shown} more")
+    lines.append("Winners recomputed: " + (", ".join(map(str, result.expected)) or "none"))
+    lines.append("Winners recorded:   " + (", ".join(map(str, result.recorded)) or "none"))
+    lines.extend(f"Problem: {problem}" for problem in result.problems)
+    if result.ok:
+        lines.append("MATCH: the recorded winners are the ones the seed and the entrants give.")
+    else:
+        lines.append("MISMATCH: the recorded draw does not follow from the seed and entrants.")
+    return "\n".join(lines)

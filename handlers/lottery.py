@@ -15,11 +15,12 @@ import csv
 import io
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from telegram import InputFile, Message, ReactionTypeEmoji, Update, User
+from telegram import CallbackQuery, InputFile, Message, ReactionTypeEmoji, Update, User
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
@@ -55,7 +56,6 @@ from bot.lottery import (
 from bot.sending import send_text
 from bot.services import BotContext
 from bot.text import escape
-from bot.timeparse import format_duration
 from handlers import COMMANDS as COMMAND_GROUP
 from handlers.common import (
     Target,
@@ -68,6 +68,7 @@ from handlers.common import (
 )
 from schedules.lottery import (
     LIST_WHEN,
+    describe_duration,
     draw_and_announce,
     draw_when,
     edit_post,
@@ -99,6 +100,7 @@ JOIN_PATTERN = re.compile(r"^lottery:join:(\d{1,18})$")
 MAX_KEYWORD_MESSAGE = MAX_KEYWORD + 8
 RECENT_DAYS = 30
 ENTERED_REACTION = "🎉"
+MAX_ANSWER = 200  # characters Telegram shows in a callback answer
 
 
 # --- entering ------------------------------------------------------------------------------------
@@ -117,7 +119,7 @@ def why_not(lang: str, refusal: Refusal) -> str:
     values = dict(refusal.values)
     key = refusal.key
     if key == "why_member":
-        values["need"] = format_duration(values["need"])
+        values["need"] = describe_duration(lang, values["need"])
         if values.get("since") is None:
             key = "why_member_unknown"
     if key == "why_joined" and values.get("joined") is None:
@@ -179,9 +181,23 @@ async def try_enter(
         )
     if result.status is Entry.ENTERED:
         request_count_refresh(context.application, lottery_id)
-        if result.completes:
-            await draw_and_announce(context.application, lottery_id)
     return Attempt(result)
+
+
+async def after_entry(context: BotContext, lottery_id: int, attempt: Attempt) -> None:
+    """The N-th entrant of a "draw at N entries" lottery draws it (after they were answered)."""
+    if attempt.result is not None and attempt.result.completes:
+        await draw_and_announce(context.application, lottery_id)
+
+
+async def answer(query: CallbackQuery, text: str, *, alert: bool = False) -> None:
+    """Answer a button press (Telegram shows at most 200 characters)."""
+    if len(text) > MAX_ANSWER:
+        text = text[: MAX_ANSWER - 1] + "…"
+    try:
+        await query.answer(text, show_alert=alert)
+    except TelegramError as exc:  # too late (the query expired) or the like: nothing to do
+        log.info("could not answer a lottery button: %s", exc)
 
 
 async def on_join(update: Update, context: BotContext) -> None:
@@ -193,30 +209,24 @@ async def on_join(update: Update, context: BotContext) -> None:
     info = await context.services.chats.get(message.chat.id) if message is not None else None
     lang = info.language if info else normalize_language(query.from_user.language_code)
     if match is None or info is None or info.type not in GROUP_TYPES:
-        await query.answer(t(lang, "lottery.invalid"), show_alert=True)
+        await answer(query, t(lang, "lottery.invalid"), alert=True)
         return
+    lottery_id = int(match.group(1))
     attempt = await try_enter(
-        context,
-        info,
-        int(match.group(1)),
-        query.from_user,
-        when=context.services.clock(),
-        via="button",
+        context, info, lottery_id, query.from_user, when=context.services.clock(), via="button"
     )
-    if attempt.refusal is not None:
-        await query.answer(t(lang, f"lottery.{attempt.refusal.key}"), show_alert=True)
-        return
     result = attempt.result
-    assert result is not None
-    if result.status is Entry.ENTERED:
-        await query.answer(t(lang, "lottery.joined", count=result.count))
-    elif result.status is Entry.ALREADY:
-        await query.answer(t(lang, "lottery.already"))
-    elif result.status is Entry.CLOSED:
-        await query.answer(t(lang, "lottery.closed"), show_alert=True)
+    if attempt.refusal is not None:
+        await answer(query, t(lang, f"lottery.{attempt.refusal.key}"), alert=True)
+    elif result is not None and result.status is Entry.ENTERED:
+        await answer(query, t(lang, "lottery.joined", count=result.count))
+    elif result is not None and result.status is Entry.ALREADY:
+        await answer(query, t(lang, "lottery.already"))
+    elif result is not None and result.status is Entry.REFUSED and result.refusal is not None:
+        await answer(query, why_not(lang, result.refusal), alert=True)
     else:
-        assert result.refusal is not None
-        await query.answer(why_not(lang, result.refusal), show_alert=True)
+        await answer(query, t(lang, "lottery.closed"), alert=True)
+    await after_entry(context, lottery_id, attempt)
 
 
 class LotteryKeyword(filters.UpdateFilter):
@@ -580,17 +590,33 @@ async def lotteries_command(update: Update, context: BotContext) -> None:
 # --- wiring ------------------------------------------------------------------------------------
 
 
+COMMAND_CALLBACKS: dict[str, Callable[[Update, BotContext], Awaitable[None]]] = {
+    "lottery": lottery_command,
+    "lotteries": lotteries_command,
+    "draw": draw_command,
+    "reroll": reroll_command,
+    "cancel": cancel_command,
+    "entrants": entrants_command,
+}
+
+
+async def route_command(update: Update, context: BotContext) -> None:
+    """One CommandHandler for the six commands: PTB checks every handler against every
+    message, so one check instead of six keeps the hot path cheap."""
+    message = update.effective_message
+    word = (message.text or "").split(maxsplit=1)[0] if message else ""
+    name = word[1:].split("@", 1)[0].lower()
+    callback = COMMAND_CALLBACKS.get(name)
+    if callback is not None:
+        await callback(update, context)
+
+
 def register(app: Application) -> None:
     runtime = runtime_of(app)
     new_only = filters.UpdateType.MESSAGE  # an edited command is not a second command
     app.add_handlers(
         [
-            CommandHandler("lottery", lottery_command, filters=new_only),
-            CommandHandler("lotteries", lotteries_command, filters=new_only),
-            CommandHandler("draw", draw_command, filters=new_only),
-            CommandHandler("reroll", reroll_command, filters=new_only),
-            CommandHandler("cancel", cancel_command, filters=new_only),
-            CommandHandler("entrants", entrants_command, filters=new_only),
+            CommandHandler(list(COMMAND_CALLBACKS), route_command, filters=new_only),
             CallbackQueryHandler(on_join, pattern=r"^lottery:"),
         ],
         group=COMMAND_GROUP,

@@ -80,6 +80,13 @@ async def chat_settings(services: Services, chat_id: int) -> tuple[str, ZoneInfo
 # --- rendering ---------------------------------------------------------------------------------
 
 
+def describe_duration(lang: str, delta: timedelta) -> str:
+    """`30 days` / `30 天` for whole days, else the compact form (`36h`, `1d12h`)."""
+    if delta.total_seconds() % 86400 == 0:
+        return t(lang, "lottery.days", n=delta.days)
+    return format_duration(delta)
+
+
 def draw_when(lottery: Lottery, lang: str, tz: ZoneInfo, *, keys: tuple[str, str, str]) -> str:
     """When a lottery draws, in words; `keys` are the (time, entries, both) templates."""
     values: dict[str, Any] = {"zone": tz.key, "entries": lottery.draw_entries}
@@ -111,7 +118,7 @@ def render_post(lottery: Lottery, lang: str, tz: ZoneInfo) -> str:
             needed, days = conditions.checkins
             lines.append(t(lang, "lottery.cond_checkins", needed=needed, days=days))
         if conditions.member_for:
-            duration = format_duration(conditions.member_for)
+            duration = describe_duration(lang, conditions.member_for)
             lines.append(t(lang, "lottery.cond_member", duration=duration))
         if conditions.joined_after_day:
             date = conditions.joined_after_day.isoformat()

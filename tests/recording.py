@@ -112,7 +112,7 @@ class RecordingRequest(BaseRequest):
     ) -> tuple[int, bytes]:
         api_method = url.rsplit("/", 1)[-1]
         params = dict(request_data.parameters) if request_data else {}
-        if request_data is not None and request_data.contains_files:
+        if getattr(request_data, "contains_files", False):
             # Uploaded files travel as multipart fields: (file name, bytes, mime type).
             params.update(request_data.multipart_data or {})
         if api_method == "getMe":

@@ -10,17 +10,14 @@ import csv
 import hashlib
 import hmac
 import io
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
 
 from bot import points
 from bot.app import build_app, startup
+from bot.cli import main as cli_main
 from bot.lottery import ENTRY, LOTTERY, Lottery, LotteryEntry, verify
 from bot.models import DailyActivity
 from schedules.lottery import runtime_of
@@ -28,7 +25,6 @@ from tests import factories as f
 from tests.conftest import Harness, both_databases
 from tests.recording import BOT_USER, RecordingRequest
 
-ROOT = Path(__file__).resolve().parent.parent
 GROUP = f.group(-1001000000001, "Lucky <Group>")
 OTHER = f.group(-1001000000002, "Other")
 ADMIN = f.user(10, "Ada")
@@ -235,9 +231,7 @@ async def test_bots_service_accounts_and_outsiders_cannot_enter(tg):
         return {"status": "left" if left else "member", "user": DAVE if left else ALICE}
 
     tg.api.responders["getChatMember"] = status_of
-    await tg.feed(
-        press(lottery, ROBOT), press(lottery, f.TELEGRAM_SERVICE), press(lottery, DAVE)
-    )
+    await tg.feed(press(lottery, ROBOT), press(lottery, f.TELEGRAM_SERVICE), press(lottery, DAVE))
     got = answers(tg.api)
     assert "Bots" in got[0]["text"] and "Bots" in got[1]["text"]
     assert "Only members of this group" in got[2]["text"]
@@ -292,8 +286,8 @@ async def test_membership_age_and_new_member_conditions(tg):
     await tg.feed(*(press(newcomers, u) for u in (ALICE, BOB, CAROL)))
     got = [a["text"] for a in answers(tg.api)]
     assert "You're in" in got[0]
-    assert "at least 30d; I've known you here since 2026-11-22" in got[1]
-    assert "at least 30d" in got[2]
+    assert "at least 30 days; I've known you here since 2026-11-22" in got[1]
+    assert "at least 30 days" in got[2]
     assert "joined on or after 2026-11-20; you joined on 2026-10-16" in got[3]
     assert "You're in" in got[4]
     assert "haven't seen you join" in got[5]
@@ -403,6 +397,13 @@ async def test_draw_at_n_entries(tg):
     assert announcements(tg.api) == []
     await enter_all(tg, lottery, [CAROL, DAVE])
     assert len(announcements(tg.api)) == 1
+    # Carol, the third, was answered before the draw was announced.
+    methods = [(c.method, c.params.get("text", "")) for c in tg.api.calls]
+    answered = methods.index(
+        ("answerCallbackQuery", "🎉 You're in! 3 entrants so far. Good luck!")
+    )
+    announced = next(i for i, (m, text) in enumerate(methods) if "is drawn" in text)
+    assert answered < announced
     assert "closed" in answers(tg.api)[-1]["text"]  # Dave came fourth
     assert (await load(tg, lottery.id)).entry_count == 3
     assert len(await entries(tg, lottery.id)) == 3
@@ -464,6 +465,40 @@ async def test_draw_job_racing_draw_commands_in_two_processes(tg, engine, settin
     assert {e.user_id for e in winners} == set(order[:2])
 
 
+@both_databases
+async def test_entries_racing_the_draw_are_all_in_or_all_refused(tg):
+    """Twenty members press while the draw runs: whoever was told "you're in" is in the
+    ranking the draw used; everyone else was told it is closed; nobody is half in."""
+    await setup_group(tg)
+    lottery = await create(tg, "Hat | winners 3 | draw in 1h")
+    await enter_all(tg, lottery, [ALICE, BOB])
+    tg.clock.advance(hours=1)
+    [job] = tg.app.job_queue.get_jobs_by_name(f"lottery:{lottery.id}")
+    crowd = [f.user(500 + i, f"M{i}") for i in range(20)]
+    tg.api.clear()
+
+    async def draw_meanwhile() -> None:
+        while (await load(tg, lottery.id)).entry_count < 5:  # noqa: ASYNC110 (polls the db)
+            await asyncio.sleep(0.002)
+        await job.run(tg.app)  # …others are under way
+
+    await asyncio.gather(
+        tg.feed_concurrently(*(press(lottery, u) for u in crowd)), draw_meanwhile()
+    )
+    stored = await load(tg, lottery.id)
+    rows = await entries(tg, lottery.id)
+    got = answers(tg.api)
+    admitted = sum("You're in" in a["text"] for a in got)
+    refused = sum("closed" in a["text"] for a in got)
+    assert admitted + refused == 20
+    assert admitted >= 3
+    assert len(rows) == stored.entry_count == 2 + admitted
+    assert stored.state == "drawn" and len(announcements(tg.api)) == 1
+    assert f"Entrants: {2 + admitted}" in announcements(tg.api)[0]
+    result = await verify_in(tg, lottery.id)
+    assert result.ok and len(result.ranking) == len(rows)
+
+
 async def _feed(app: Any, data: dict) -> None:
     from telegram import Update
 
@@ -502,6 +537,7 @@ async def verify_in(tg: Harness, lottery_id: int) -> Any:
 async def test_reroll_and_draw_argument_errors(tg):
     await setup_group(tg)
     lottery = await create(tg, "Hat | draw in 1h")
+    tg.api.clear()
     for text in (
         f"/reroll {lottery.id}",
         f"/reroll {lottery.id} many",
@@ -524,7 +560,8 @@ async def test_reroll_and_draw_argument_errors(tg):
     assert "Cancelled" in tg.api.of("editMessageText")[-1].params["text"]
 
 
-async def test_verify_detects_tampering_and_the_cli_reports(tg, database_url):
+@both_databases
+async def test_verify_detects_tampering_and_the_cli_reports(tg, database_url, monkeypatch, capsys):
     await setup_group(tg)
     users = [ALICE, BOB, CAROL]
     lottery = await create(tg, "Hat | winners 1 | draw in 1h")
@@ -535,11 +572,9 @@ async def test_verify_detects_tampering_and_the_cli_reports(tg, database_url):
     order = expected_order(SEED, lottery.id, users)
     assert result.recorded == [order[0]] and result.ranking == order
 
-    if database_url.startswith("sqlite"):
-        run = cli_verify(database_url, lottery.id)
-        assert run.returncode == 0, run.stdout + run.stderr
-        assert "MATCH" in run.stdout and str(order[0]) in run.stdout
-        assert SEED.hex() in run.stdout
+    code, out, err = await cli_verify(monkeypatch, capsys, database_url, lottery.id)
+    assert code == 0, out + err
+    assert "MATCH" in out and f"recorded:   {order[0]}" in out and SEED.hex() in out
 
     # Someone edits the winner in the database: verification fails.
     async with tg.services.db.begin() as session:
@@ -553,9 +588,8 @@ async def test_verify_detects_tampering_and_the_cli_reports(tg, database_url):
         )
     result = await verify_in(tg, lottery.id)
     assert not result.ok and result.problems
-    if database_url.startswith("sqlite"):
-        run = cli_verify(database_url, lottery.id)
-        assert run.returncode == 1 and "MISMATCH" in run.stdout
+    code, out, _ = await cli_verify(monkeypatch, capsys, database_url, lottery.id)
+    assert code == 1 and "MISMATCH" in out
     # A swapped seed no longer matches the published commitment.
     async with tg.services.db.begin() as session:
         await session.execute(
@@ -564,27 +598,23 @@ async def test_verify_detects_tampering_and_the_cli_reports(tg, database_url):
     assert not (await verify_in(tg, lottery.id)).commitment_ok
 
 
-def cli_verify(database_url: str, lottery_id: int) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "BOT_TOKEN"}
-    env.update(DATABASE_URL=database_url, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "lottery", "verify", str(lottery_id)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+async def cli_verify(monkeypatch: Any, capsys: Any, database_url: str, lottery_id: int) -> Any:
+    """`community-bot lottery verify ID` (in a thread: the CLI runs its own event loop)."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("BOT_TOKEN", raising=False)
+    capsys.readouterr()
+    code = await asyncio.to_thread(cli_main, ["lottery", "verify", str(lottery_id)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-async def test_verify_refuses_an_open_lottery(tg, database_url):
+async def test_verify_refuses_an_open_lottery(tg, database_url, monkeypatch, capsys):
     await setup_group(tg)
     lottery = await create(tg, "Hat | draw in 1h")
-    run = cli_verify(database_url, lottery.id)
-    assert run.returncode == 2 and "not drawn yet" in run.stderr
-    assert SEED.hex() not in run.stdout + run.stderr
-    run = cli_verify(database_url, 4242)
-    assert run.returncode == 2 and "no lottery" in run.stderr
+    code, out, err = await cli_verify(monkeypatch, capsys, database_url, lottery.id)
+    assert code == 2 and "not drawn yet" in err and SEED.hex() not in out + err
+    code, _, err = await cli_verify(monkeypatch, capsys, database_url, 4242)
+    assert code == 2 and "no lottery" in err
 
 
 # --- listing and exporting --------------------------------------------------------------------

@@ -156,9 +156,10 @@ def test_commitment_and_ranking_follow_the_documented_encoding():
         users = [rng.randrange(1, 10**10) for _ in range(50)]
         assert commitment_of(seed) == hashlib.sha256(seed).hexdigest()
         assert ranking(seed, lottery_id, users) == independent_ranking(seed, lottery_id, users)
-        assert ticket(seed, lottery_id, users[0]) == hmac.new(
-            seed, f"{lottery_id}:{users[0]}".encode(), hashlib.sha256
-        ).digest()
+        assert (
+            ticket(seed, lottery_id, users[0])
+            == hmac.new(seed, f"{lottery_id}:{users[0]}".encode(), hashlib.sha256).digest()
+        )
 
 
 def test_the_readme_verifier_agrees_with_the_bot():
