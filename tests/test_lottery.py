@@ -529,6 +529,20 @@ async def test_leavers_are_skipped_then_reroll_continues_down_the_ranking(tg):
     assert result.ok and result.expected == [order[1], order[3]]
 
 
+async def test_draw_without_entrants_and_press_after_cancel(tg):
+    await setup_group(tg)
+    empty = await create(tg, "Hat | winners 2 | draw in 1h")
+    await tg.feed(f.message(GROUP, ADMIN, f"/draw {empty.id}", date=tg.now()))
+    [text] = announcements(tg.api)
+    assert "no eligible entrants" in text and "Entrants: 0" in text
+    assert (await verify_in(tg, empty.id)).ok
+    cancelled = await create(tg, "Cap | draw in 1h")
+    await tg.feed(f.message(GROUP, ADMIN, f"/cancel {cancelled.id}", date=tg.now()))
+    await tg.feed(press(cancelled, ALICE))
+    assert answers(tg.api)[-1]["show_alert"] and "closed" in answers(tg.api)[-1]["text"]
+    assert await entries(tg, cancelled.id) == []
+
+
 async def verify_in(tg: Harness, lottery_id: int) -> Any:
     async with tg.db() as session:
         return await verify(session, lottery_id)
