@@ -296,6 +296,7 @@ async def on_keyword(update: Update, context: BotContext) -> None:
                 await message.set_reaction(ReactionTypeEmoji(ENTERED_REACTION))
             except TelegramError as exc:
                 log.debug("no reaction in %s: %s", message.chat_id, exc)
+            await after_entry(context, lottery_id, attempt)
             continue
         refusal = attempt.refusal or (result.refusal if result else None)
         if refusal is None or refusal.key in ("invalid", "bots"):

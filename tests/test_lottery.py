@@ -409,6 +409,19 @@ async def test_draw_at_n_entries(tg):
     assert len(await entries(tg, lottery.id)) == 3
 
 
+async def test_keyword_entries_can_complete_a_lottery(tg):
+    await setup_group(tg)
+    lottery = await create(tg, "Hat | draw at 2 entries | 口令 抽我")
+    await tg.feed(
+        f.message(GROUP, ALICE, "抽我", date=tg.now()),
+        f.message(GROUP, BOB, "抽我!", date=tg.now()),
+        f.message(GROUP, CAROL, "抽我", date=tg.now()),  # closed by now: ignored quietly
+    )
+    assert len(announcements(tg.api)) == 1
+    assert len(await entries(tg, lottery.id)) == 2
+    assert len(tg.api.of("setMessageReaction")) == 2
+
+
 async def make_app(tg: Harness, engine: Any, settings: Any) -> tuple[Any, RecordingRequest]:
     """A second bot process on the same database (its own Bot API recorder)."""
     api = RecordingRequest(now=lambda: tg.clock().timestamp())
