@@ -24,8 +24,12 @@ from bot.operators import OperatorCheck
 from bot.services import SERVICES_KEY, BotContext, Services, services_of, system_clock
 from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor
+from handlers import calendar as calendar_handlers
 from handlers import checkins, connections, core, errors, lottery, membership
+from handlers import polls as polls_handlers
+from schedules import calendar as calendar_schedule
 from schedules import lottery as lottery_schedule
+from schedules import polls as polls_schedule
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +52,16 @@ FEATURES: list[ModuleType] = [
     membership,  # tracking: bot membership, joins/leaves, migrations, every message
     core,  # /start /help /language /settimezone
     connections,  # /groups: manage a group from a private chat
+    polls_handlers,  # /poll /survey /closepoll /polls /quizpoints, votes and tallies
+    calendar_handlers,  # /calendar /schedule /postnow /skip /pause /resume, approval buttons
     checkins,  # /checkin 签到, /me, /top, /points, /checkinconfig
     lottery,  # /lottery /draw /reroll /cancel /lotteries /entrants, Join button, 口令
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
 SCHEDULES: list[ModuleType] = [
+    polls_schedule,  # closing polls and surveys on time
+    calendar_schedule,  # content calendar: deliveries, previews, delete_after, file reloads
     lottery_schedule,  # timed draws, draws due after downtime, the live entrant count
 ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -239,6 +239,8 @@ class ChatDirectory:
 
 RowMerge = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 _MERGES: dict[str, RowMerge] = {}
+MigrationHook = Callable[[AsyncSession, int, int], Awaitable[None]]
+_BEFORE_MOVE: list[MigrationHook] = []
 
 # Chat columns that describe the new supergroup itself rather than operators' settings.
 _CHAT_OWN_COLUMNS = frozenset(
@@ -269,6 +271,15 @@ def register_migration_merge(table_name: str, merge: RowMerge) -> None:
     rows are counters register a merge that adds them up.
     """
     _MERGES[table_name] = merge
+
+
+def register_migration_hook(hook: MigrationHook) -> None:
+    """Run `hook(session, old_id, new_id)` in the migration transaction before rows move.
+
+    For tables whose colliding rows must both survive (an append-only ledger), where a
+    row merge cannot express it: the hook can re-key the old chat's rows first.
+    """
+    _BEFORE_MOVE.append(hook)
 
 
 def _merge_daily_activity(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -345,6 +356,8 @@ async def migrate_chat(session: AsyncSession, old_id: int, new_id: int, *, now: 
         new_chat.updated_at = now
     await session.flush()
 
+    for hook in _BEFORE_MOVE:
+        await hook(session, old_id, new_id)
     for table, column in _chat_references():
         await _move_rows(session, table, column, old_id, new_id)
     await session.execute(delete(Chat).where(Chat.id == old_id))

@@ -65,6 +65,79 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calendar_dir(args: argparse.Namespace) -> str:
+    if getattr(args, "dir", None):
+        return args.dir
+    import os
+
+    # Only CONTENT_DIR matters here: no token or database is needed to check a calendar.
+    return os.environ.get("CONTENT_DIR") or load_settings().content_dir
+
+
+def cmd_calendar_check(args: argparse.Namespace) -> int:
+    """Validate every calendar file; each error names its file and line."""
+    import bot.schema  # noqa: F401  (features register the post kinds they deliver)
+    from bot.calendar_file import load_calendar
+
+    directory = _calendar_dir(args)
+    calendar = load_calendar(directory)
+    for problem in calendar.problems:
+        print(problem, file=sys.stderr)
+    if calendar.problems:
+        print(f"{len(calendar.problems)} error(s) in {directory}", file=sys.stderr)
+        return 1
+    print(f"OK: {len(calendar.posts)} post(s) in {len(calendar.files)} file(s) in {directory}")
+    return 0
+
+
+def cmd_calendar_preview(args: argparse.Namespace) -> int:
+    """Print every send of the next days: local time, UTC, target and a one-line summary."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    import bot.schema  # noqa: F401
+    from bot.calendar_file import load_calendar, preview
+
+    directory = _calendar_dir(args)
+    calendar = load_calendar(directory)
+    if calendar.problems:
+        for problem in calendar.problems:
+            print(problem, file=sys.stderr)
+        print("fix the errors above first (community-bot calendar check)", file=sys.stderr)
+        return 1
+    chat = None
+    if args.chat:
+        if args.chat in calendar.targets:
+            chat = calendar.targets[args.chat]
+        elif args.chat.lstrip("-").isdigit():
+            chat = int(args.chat)
+        else:
+            print(f"unknown target alias {args.chat!r}", file=sys.stderr)
+            return 2
+    start = datetime.now(UTC)
+    if args.start:
+        try:
+            start = datetime.fromisoformat(args.start)
+        except ValueError:
+            print(f"--from: {args.start!r} is not like 2026-12-01 00:00", file=sys.stderr)
+            return 2
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+    planned = preview(calendar, start, start + timedelta(days=args.days), chat=chat)
+    for moment, spec, target in planned:
+        local = moment.astimezone(ZoneInfo(spec.schedule.tz))
+        name = spec.names().get(target) or calendar.alias_of(target)
+        flags = "".join(
+            f" [{flag}]" for flag, on in (("pin", spec.pin), ("approval", spec.approval)) if on
+        )
+        print(
+            f"{local:%Y-%m-%d %H:%M} {spec.schedule.tz:<16} {moment:%Y-%m-%d %H:%M}Z "
+            f"{name} ({target}) {spec.key}: {spec.summary()}{flags}"
+        )
+    print(f"{len(planned)} send(s) in the {args.days} day(s) from {start:%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
 def cmd_points_audit(args: argparse.Namespace) -> int:
     """Compare every balance with the sum of its ledger rows; --fix rewrites the balances."""
     import asyncio
@@ -138,6 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    calendar = commands.add_parser("calendar", help="the content calendar (CONTENT_DIR)")
+    calendar_commands = calendar.add_subparsers(dest="calendar_command", required=True)
+    check = calendar_commands.add_parser("check", help="validate the calendar files")
+    check.add_argument("dir", nargs="?", help="calendar folder (default: CONTENT_DIR)")
+    check.set_defaults(func=cmd_calendar_check)
+    rehearse = calendar_commands.add_parser("preview", help="what will be posted where and when")
+    rehearse.add_argument("--days", type=int, default=7, help="how many days ahead (default 7)")
+    rehearse.add_argument("--chat", help="only this target (alias or chat id)")
+    rehearse.add_argument(
+        "--from", dest="start", help="start of the window, UTC unless it has an offset"
+    )
+    rehearse.add_argument("--dir", help="calendar folder (default: CONTENT_DIR)")
+    rehearse.set_defaults(func=cmd_calendar_preview)
 
     pts = commands.add_parser("points", help="the points ledger")
     pts_commands = pts.add_subparsers(dest="points_command", required=True)

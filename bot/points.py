@@ -21,8 +21,9 @@ The API (all inside the caller's transaction; the caller commits):
     await rank(session, chat_id=…, user_id=…)     -> int | None
     await leaderboard(session, chat_id=…, since=None|datetime, limit=10) -> list[Standing]
 
-`source_key` identifies the thing within (chat, source): include the user id whenever the
-same thing can reward several members (`f"{lottery_id}:{user_id}"`).
+`source_key` names the thing within (chat, source). Include the user id when every member
+may get it once (`f"{lottery_id}:{user_id}"`); leave it out when only one member may ever
+get it (`f"invitee:{user_id_of_invitee}"` for a referral bonus, a day's first check-in).
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from bot.chats import register_migration_merge
+from bot.chats import register_migration_hook, register_migration_merge
 from bot.db import insert_for, upsert
 from bot.models import chat_fk, utc_column
 
@@ -386,10 +388,24 @@ async def rebuild_balances(
 # --- group → supergroup: rows of both ids combine -----------------------------------------
 
 
-def _merge_ledger(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    # The same source recorded under both ids (e.g. a check-in on the day of the migration
-    # in each): keep one row carrying both amounts, so the sum stays equal to the balances.
-    return {**new, "amount": old["amount"] + new["amount"]}
+async def _keep_colliding_entries(session: AsyncSession, old_id: int, new_id: int) -> None:
+    """Before a migration moves the ledger: suffix the old chat's keys that the new chat has.
+
+    Both rows stay (the ledger keeps every change; e.g. a first-of-day bonus recorded under
+    each id on the day of the migration) and the balances, added up, still equal the sums.
+    """
+    taken = select(LEDGER.c.source, LEDGER.c.source_key).where(LEDGER.c.chat_id == new_id)
+    suffix = f"@{old_id}"
+    await session.execute(
+        update(LEDGER)
+        .where(
+            LEDGER.c.chat_id == old_id,
+            tuple_(LEDGER.c.source, LEDGER.c.source_key).in_(taken),
+        )
+        .values(
+            source_key=func.substr(LEDGER.c.source_key, 1, MAX_SOURCE_KEY - len(suffix)) + suffix
+        )
+    )
 
 
 def _merge_balance(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -400,5 +416,5 @@ def _merge_balance(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-register_migration_merge(PointsLedger.__tablename__, _merge_ledger)
+register_migration_hook(_keep_colliding_entries)
 register_migration_merge(PointsBalance.__tablename__, _merge_balance)

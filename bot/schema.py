@@ -6,9 +6,11 @@ tables adds its module to this list (and a migration under migrations/versions/)
 
 from sqlmodel import SQLModel
 
+import bot.calendar  # noqa: F401  (calendar_post, calendar_delivery, calendar_approval, …)
 import bot.checkins  # noqa: F401  (checkin, checkin_day, checkin_config)
 import bot.lottery  # noqa: F401  (lottery, lottery_entry)
 import bot.models  # noqa: F401  (chat, member, daily_activity, chat_admin, user_profile, …)
 import bot.points  # noqa: F401  (points_ledger, points_balance)
+import bot.polls  # noqa: F401  (poll, poll_option, poll_vote, survey, poll_settings)
 
 metadata = SQLModel.metadata

@@ -257,3 +257,24 @@ def callback(
             "data": data,
         }
     )
+
+
+def poll_answer(
+    poll_id: str, voter: dict[str, Any], option_ids: list[int], *, voter_chat: Any = None
+) -> dict[str, Any]:
+    """A poll_answer update (non-anonymous polls); an empty `option_ids` is a retraction."""
+    body: dict[str, Any] = {
+        "poll_id": poll_id,
+        "option_ids": option_ids,
+        "option_persistent_ids": [f"opt-{i}" for i in option_ids],
+    }
+    if voter_chat is not None:
+        body["voter_chat"] = voter_chat
+    else:
+        body["user"] = voter
+    return _update(poll_answer=body)
+
+
+def poll_state(poll: dict[str, Any]) -> dict[str, Any]:
+    """A poll update: Telegram's new state of a poll (counts, closed)."""
+    return _update(poll=poll)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import time
@@ -44,6 +45,7 @@ TEXT_LIMITS = {"text": 4096, "caption": 1024}
 class Call:
     method: str
     params: dict[str, Any]
+    files: dict[str, Any] = field(default_factory=dict)  # uploads: name → (file name, bytes, type)
 
 
 @dataclass
@@ -93,7 +95,10 @@ class RecordingRequest(BaseRequest):
 
     def __post_init__(self) -> None:
         self._failures: dict[str, list[Failure]] = {}
+        self._raises: dict[str, list[BaseException]] = {}
         self._message_ids = itertools.count(5000)
+        self._poll_ids = itertools.count(7_000_000_000_000_000_001)
+        self.polls: dict[str, dict[str, Any]] = {}  # Telegram's side of the polls sent
 
     # -- BaseRequest -----------------------------------------------------------------------
 
@@ -112,16 +117,21 @@ class RecordingRequest(BaseRequest):
     ) -> tuple[int, bytes]:
         api_method = url.rsplit("/", 1)[-1]
         params = dict(request_data.parameters) if request_data else {}
-        if getattr(request_data, "contains_files", False):
-            # Uploaded files travel as multipart fields: (file name, bytes, mime type).
-            params.update(request_data.multipart_data or {})
+        uploads: dict[str, Any] = {}
+        if request_data is not None:  # uploaded files travel as multipart fields
+            uploads = getattr(request_data, "multipart_data", None) or {}
+            for name, (filename, *_rest) in uploads.items():
+                params.setdefault(name, f"upload://{filename}")
         if api_method == "getMe":
             return self._ok(self.bot_user)
-        self.calls.append(Call(api_method, params))
+        self.calls.append(Call(api_method, params, dict(uploads)))
         problems = contract_problems(api_method, params)
         if problems:
             self.violations.extend(problems)
             return self._error(Failure(400, "Bad Request: " + "; ".join(problems)))
+        raising = self._raises.get(api_method)
+        if raising:
+            raise raising.pop(0)
         queued = self._failures.get(api_method)
         if queued:
             return self._error(queued.pop(0))
@@ -135,6 +145,10 @@ class RecordingRequest(BaseRequest):
         self._failures.setdefault(method, []).append(
             Failure(error_code, description, parameters or None)
         )
+
+    def raise_on(self, method: str, error: BaseException) -> None:
+        """Make the next call of `method` fail in transport (e.g. TimedOut: no answer came)."""
+        self._raises.setdefault(method, []).append(error)
 
     def set_admins(
         self, chat_id: int, *users: dict[str, Any], owner: dict[str, Any] | None = None
@@ -203,17 +217,106 @@ class RecordingRequest(BaseRequest):
     def _answer_copyMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"message_id": next(self._message_ids)}
 
+    # -- polls: Telegram's side is kept, so stopPoll answers with the real counts -------------
+
+    def _answer_sendPoll(self, params: dict[str, Any]) -> dict[str, Any]:
+        kind = params.get("type") or "regular"
+        options = [
+            {
+                "persistent_id": f"opt-{position}",
+                "text": option["text"] if isinstance(option, dict) else str(option),
+                "voter_count": 0,
+            }
+            for position, option in enumerate(params["options"])
+        ]
+        poll: dict[str, Any] = {
+            "id": str(next(self._poll_ids)),
+            "question": params["question"],
+            "options": options,
+            "total_voter_count": 0,
+            "is_closed": bool(params.get("is_closed", False)),
+            "is_anonymous": bool(params.get("is_anonymous", True)),
+            "type": kind,
+            "allows_multiple_answers": bool(params.get("allows_multiple_answers", False)),
+            "allows_revoting": bool(params.get("allows_revoting", kind != "quiz")),
+            "members_only": False,
+        }
+        if params.get("correct_option_ids") is not None:
+            poll["correct_option_ids"] = list(params["correct_option_ids"])
+        if params.get("explanation"):
+            poll["explanation"] = params["explanation"]
+        message = self.message(params, poll=poll)
+        self.polls[poll["id"]] = {
+            "poll": poll,
+            "chat_id": int(params["chat_id"]),
+            "message_id": message["message_id"],
+            "votes": {},
+        }
+        return message
+
+    def _answer_stopPoll(self, params: dict[str, Any]) -> dict[str, Any]:
+        for state in self.polls.values():
+            if state["chat_id"] == int(params["chat_id"]) and state["message_id"] == int(
+                params["message_id"]
+            ):
+                state["poll"]["is_closed"] = True
+                return copy.deepcopy(state["poll"])
+        return {  # a poll this stand-in did not send: closed, no votes
+            "id": "0",
+            "question": "?",
+            "options": [],
+            "total_voter_count": 0,
+            "is_closed": True,
+            "is_anonymous": True,
+            "type": "regular",
+            "allows_multiple_answers": False,
+            "allows_revoting": True,
+            "members_only": False,
+        }
+
+    def vote(self, poll_id: str, user_id: int, option_ids: list[int]) -> dict[str, Any]:
+        """Count a vote the way Telegram does (empty: retracted); returns the poll's new state."""
+        state = self.polls[poll_id]
+        if option_ids:
+            state["votes"][user_id] = list(option_ids)
+        else:
+            state["votes"].pop(user_id, None)
+        poll = state["poll"]
+        for position, option in enumerate(poll["options"]):
+            option["voter_count"] = sum(position in v for v in state["votes"].values())
+        poll["total_voter_count"] = len(state["votes"])
+        return copy.deepcopy(poll)
+
+    def _media_extra(self, params: dict[str, Any]) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if "caption" in params:
+            extra["caption"] = visible_text(params["caption"])
+        if "reply_markup" in params:
+            extra["reply_markup"] = params["reply_markup"]
+        return extra
+
+    def _file(self, params: dict[str, Any], key: str) -> dict[str, Any]:
+        seed = abs(hash(str(params[key]))) % 10**8
+        return {"file_id": f"{key}-{seed}", "file_unique_id": f"u{key}{seed}"}
+
+    def _answer_sendPhoto(self, params: dict[str, Any]) -> dict[str, Any]:
+        photo = [{**self._file(params, "photo"), "width": 64, "height": 64}]
+        return self.message(params, photo=photo, **self._media_extra(params))
+
     def _answer_sendDocument(self, params: dict[str, Any]) -> dict[str, Any]:
-        upload = params.get("document")
-        name = upload[0] if isinstance(upload, tuple) else "document"
-        document = {"file_id": f"doc-{name}", "file_unique_id": f"u-{name}", "file_name": name}
-        extra = {"caption": visible_text(params["caption"])} if "caption" in params else {}
-        return self.message(params, document=document, **extra)
+        document = self._file(params, "document")
+        return self.message(params, document=document, **self._media_extra(params))
 
     def _answer_getChatMember(self, params: dict[str, Any]) -> dict[str, Any]:
         """Everyone asked about is a plain member (tests override with `responders`)."""
         user = {"id": int(params["user_id"]), "is_bot": False, "first_name": "Member"}
         return {"status": "member", "user": user}
+
+    def _answer_sendVideo(self, params: dict[str, Any]) -> dict[str, Any]:
+        video = {**self._file(params, "video"), "width": 640, "height": 360, "duration": 5}
+        return self.message(params, video=video, **self._media_extra(params))
+
+    # pinChatMessage, unpinChatMessage and deleteMessage answer True (the default).
 
 
 def admin_member(user: dict[str, Any], **rights: bool) -> dict[str, Any]:

@@ -21,8 +21,10 @@ def log_output():
     root.addHandler(handler)
     install_redaction(TEST_TOKEN)
     yield stream
-    root.handlers[:], _ = saved
+    root.handlers[:] = saved[0]
     root.setLevel(saved[1])
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 async def test_token_is_redacted_from_messages_arguments_and_tracebacks(tg, log_output):
@@ -41,6 +43,5 @@ async def test_token_is_redacted_from_messages_arguments_and_tracebacks(tg, log_
     assert TEST_TOKEN not in text and TEST_TOKEN.split(":")[1] not in text
 
 
-def test_httpx_request_lines_are_not_logged_at_info():
-    setup_logging("DEBUG", TEST_TOKEN)
+def test_httpx_request_lines_are_not_logged_at_info(log_output):
     assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING

@@ -667,7 +667,7 @@ async def test_entrants_count_in_group_and_csv_privately(tg):
     assert "3 entrants" in tg.api.sent_texts(GROUP["id"])[-1]
     [doc] = tg.api.of("sendDocument")
     assert doc.params["chat_id"] == ADMIN["id"]
-    rows = list(csv.DictReader(io.StringIO(doc.params["document"][1].decode("utf-8-sig"))))
+    rows = list(csv.DictReader(io.StringIO(doc.files["document"][1].decode("utf-8-sig"))))
     assert [int(r["user_id"]) for r in rows] == [u["id"] for u in users]
     assert rows[2]["name"].startswith("'=")  # not a spreadsheet formula
     assert "hmac_sha256" not in rows[0]  # the ranking stays secret until the draw
@@ -677,7 +677,7 @@ async def test_entrants_count_in_group_and_csv_privately(tg):
     await tg.feed(f.message(GROUP, ADMIN, f"/entrants {lottery.id}", date=tg.now()))
     docs = tg.api.of("sendDocument")
     assert docs[-1].params["chat_id"] == GROUP["id"]  # privately impossible: here instead
-    rows = list(csv.DictReader(io.StringIO(docs[-1].params["document"][1].decode("utf-8-sig"))))
+    rows = list(csv.DictReader(io.StringIO(docs[-1].files["document"][1].decode("utf-8-sig"))))
     order = expected_order(SEED, lottery.id, users)
     assert [int(r["user_id"]) for r in rows] == order
     for row in rows:

@@ -260,18 +260,25 @@ async def test_points_and_check_ins_follow_a_migration(tg):
     old = f.group(-4000001, "Small", type="group")
     new = f.group(-1004000001, "Small", type="supergroup")
     await setup_checkin_group(tg, chat=old)
-    await say(tg, ALICE, "签到", chat=old)  # 15
+    await say(tg, ALICE, "签到", chat=old)  # 15: first of the day in the old group
     await say(tg, BOB, "签到", chat=old)  # 10
+    # Messages to the new supergroup processed before the migration is: Bob is "first" there,
+    # and Alice checks in again — the same ledger keys recorded under both ids.
+    await say(tg, BOB, "签到", chat=new)  # 15
+    await say(tg, ALICE, "签到", chat=new)  # 10
     await tg.feed(
         f.message(old, ADMIN, None, date=tg.now(), migrate_to_chat_id=new["id"]),
         f.message(new, ADMIN, None, date=tg.now(), migrate_from_chat_id=old["id"]),
     )
     assert "already" in await say(tg, ALICE, "签到", chat=new)
     async with tg.db() as session:
-        assert await points.balance(session, chat_id=new["id"], user_id=ALICE["id"]) == 15
-        assert await points.balance(session, chat_id=new["id"], user_id=BOB["id"]) == 10
+        assert await points.balance(session, chat_id=new["id"], user_id=ALICE["id"]) == 25
+        assert await points.balance(session, chat_id=new["id"], user_id=BOB["id"]) == 25
         assert await points.audit(session) == []
-        left = await session.scalar(
-            select(func.count()).select_from(PointsLedger).where(PointsLedger.chat_id == old["id"])
-        )
-        assert left == 0
+        rows = list(await session.scalars(select(PointsLedger).order_by(PointsLedger.id)))
+    assert {r.chat_id for r in rows} == {new["id"]} and len(rows) == 6
+    firsts = sorted((r.user_id, r.source_key) for r in rows if r.source == "checkin_first")
+    day = "2026-11-25"  # the local day of the harness's clock in Shanghai
+    checkins = sorted(r.source_key for r in rows if r.source == "checkin" and r.user_id == 20)
+    assert checkins == [f"20:{day}", f"20:{day}@{old['id']}"]
+    assert firsts == [(ALICE["id"], f"{day}@{old['id']}"), (BOB["id"], day)]
