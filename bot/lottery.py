@@ -60,7 +60,7 @@ from bot.timeparse import local_to_utc, parse_date, parse_duration, parse_when
 
 # --- limits ----------------------------------------------------------------------------------
 
-MAX_PRIZE = 200
+MAX_PRIZE = 255  # as in the content calendar's lottery posts
 MAX_WINNERS = 100
 MAX_DRAW_ENTRIES = 100_000
 MAX_HORIZON = timedelta(days=366)

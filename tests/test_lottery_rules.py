@@ -119,7 +119,7 @@ def test_chinese_conditions():
         ("Prize | draw in 2h | joined after 2026-11-30", "joined_after_draw"),
         ("Prize | draw in 2d | joined after 2026-11-24 | member 30d", "joined_and_member"),
         ("Prize | draw in 2h | colour blue", "unknown_segment"),
-        ("x" * 201 + " | draw in 2h", "prize_too_long"),
+        ("x" * 256 + " | draw in 2h", "prize_too_long"),
     ],
 )
 def test_bad_and_contradictory_arguments_name_the_problem(text, key):

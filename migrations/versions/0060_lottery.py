@@ -30,7 +30,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("chat_id", sa.BigInteger(), nullable=False),
-        sa.Column("prize", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+        sa.Column("prize", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("winners", sa.Integer(), nullable=False),
         sa.Column("state", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("draw_at", bot.db.UTCDateTime(timezone=True), nullable=True),
