@@ -167,6 +167,8 @@ async def test_operator_creates_from_a_private_chat(tg):
     posts = tg.api.sent_texts(GROUP["id"])
     assert len(posts) == 1 and "红包" in posts[0]
     assert "is posted in Lucky &lt;Group&gt;" in tg.api.sent_texts(ADMIN["id"])[-1]
+    await tg.feed(f.message(chat, ADMIN, "/lotteries", date=tg.now()))
+    assert "红包 — 0 entrants, draws at 10 entrants" in tg.api.sent_texts(ADMIN["id"])[-1]
 
 
 # --- entering ---------------------------------------------------------------------------------
