@@ -25,9 +25,20 @@ from bot.services import SERVICES_KEY, BotContext, Services, services_of, system
 from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor
 from handlers import calendar as calendar_handlers
-from handlers import checkins, connections, core, errors, guards, membership, moderation, rules
+from handlers import (
+    checkins,
+    connections,
+    core,
+    errors,
+    guards,
+    lottery,
+    membership,
+    moderation,
+    rules,
+)
 from handlers import polls as polls_handlers
 from schedules import calendar as calendar_schedule
+from schedules import lottery as lottery_schedule
 from schedules import polls as polls_schedule
 from schedules import verification
 
@@ -58,6 +69,7 @@ FEATURES: list[ModuleType] = [
     rules,  # /rules, welcome, join check (newcomers in the guards group)
     moderation,  # warnings, sanctions, filters, flood settings, reports, /inactive, mod log
     guards,  # word filters and flood control on every group message
+    lottery,  # /lottery /draw /reroll /cancel /lotteries /entrants, Join button, 口令
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
@@ -65,6 +77,7 @@ SCHEDULES: list[ModuleType] = [
     polls_schedule,  # closing polls and surveys on time
     calendar_schedule,  # content calendar: deliveries, previews, delete_after, file reloads
     verification,  # join-check deadlines
+    lottery_schedule,  # timed draws, draws due after downtime, the live entrant count
 ]
 
 PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"

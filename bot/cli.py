@@ -168,6 +168,38 @@ def cmd_points_audit(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_lottery_verify(args: argparse.Namespace) -> int:
+    """Recompute a drawn lottery from its stored entrants and revealed seed."""
+    import asyncio
+
+    from bot.db import create_engine, make_sessionmaker
+    from bot.lottery import verification_report, verify
+
+    settings = load_settings()
+
+    async def run() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                result = await verify(session, args.lottery_id)
+        finally:
+            await engine.dispose()
+        if result is None:
+            print(f"community-bot: no lottery #{args.lottery_id}", file=sys.stderr)
+            return 2
+        if not result.lottery.revealed:
+            print(
+                f"community-bot: lottery #{args.lottery_id} is {result.lottery.state}, "
+                "not drawn yet: its seed is still secret",
+                file=sys.stderr,
+            )
+            return 2
+        print(verification_report(result))
+        return 0 if result.ok else 1
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="community-bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--chat", type=int, default=None, help="only this chat id")
     audit.add_argument("--fix", action="store_true", help="rebuild wrong balances")
     audit.set_defaults(func=cmd_points_audit)
+
+    lottery = commands.add_parser("lottery", help="lotteries")
+    lottery_commands = lottery.add_subparsers(dest="lottery_command", required=True)
+    verify = lottery_commands.add_parser(
+        "verify", help="recompute a draw from its entrants and revealed seed"
+    )
+    verify.add_argument("lottery_id", type=int, metavar="LOTTERY_ID")
+    verify.set_defaults(func=cmd_lottery_verify)
     return parser
 
 

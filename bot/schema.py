@@ -8,6 +8,7 @@ from sqlmodel import SQLModel
 
 import bot.calendar  # noqa: F401  (calendar_post, calendar_delivery, calendar_approval, …)
 import bot.checkins  # noqa: F401  (checkin, checkin_day, checkin_config)
+import bot.lottery  # noqa: F401  (lottery, lottery_entry)
 import bot.models  # noqa: F401  (chat, member, daily_activity, chat_admin, user_profile, …)
 import bot.moderation  # noqa: F401  (moderation_settings, warning, word_filter, mod_log, …)
 import bot.points  # noqa: F401  (points_ledger, points_balance)

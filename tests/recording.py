@@ -65,6 +65,7 @@ DEFAULT_PERMISSIONS = {
 class Call:
     method: str
     params: dict[str, Any]
+    files: dict[str, Any] = field(default_factory=dict)  # uploads: name → (file name, bytes, type)
 
 
 @dataclass
@@ -141,13 +142,14 @@ class RecordingRequest(BaseRequest):
     ) -> tuple[int, bytes]:
         api_method = url.rsplit("/", 1)[-1]
         params = dict(request_data.parameters) if request_data else {}
+        uploads: dict[str, Any] = {}
         if request_data is not None:  # uploaded files travel as multipart fields
             uploads = getattr(request_data, "multipart_data", None) or {}
             for name, (filename, *_rest) in uploads.items():
                 params.setdefault(name, f"upload://{filename}")
         if api_method == "getMe":
             return self._ok(self.bot_user)
-        self.calls.append(Call(api_method, params))
+        self.calls.append(Call(api_method, params, dict(uploads)))
         problems = contract_problems(api_method, params)
         if problems:
             self.violations.extend(problems)
@@ -329,6 +331,11 @@ class RecordingRequest(BaseRequest):
     def _answer_sendDocument(self, params: dict[str, Any]) -> dict[str, Any]:
         document = self._file(params, "document")
         return self.message(params, document=document, **self._media_extra(params))
+
+    def _answer_getChatMember(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Everyone asked about is a plain member (tests override with `responders`)."""
+        user = {"id": int(params["user_id"]), "is_bot": False, "first_name": "Member"}
+        return {"status": "member", "user": user}
 
     def _answer_sendVideo(self, params: dict[str, Any]) -> dict[str, Any]:
         video = {**self._file(params, "video"), "width": 640, "height": 360, "duration": 5}
