@@ -23,7 +23,7 @@ from bot.db import create_engine, make_sessionmaker
 from bot.operators import OperatorCheck
 from bot.services import SERVICES_KEY, BotContext, Services, services_of, system_clock
 from bot.settings import Settings
-from bot.updates import ChatOrderedUpdateProcessor
+from bot.updates import ChatOrderedUpdateProcessor, route_commands
 from handlers import calendar as calendar_handlers
 from handlers import (
     checkins,
@@ -163,6 +163,8 @@ def build_app(
         feature.register(app)
         commands.extend(getattr(feature, "COMMANDS", []))
     app.bot_data["commands"] = commands
+    for group in list(app.handlers):
+        route_commands(app, group)  # one lookup instead of one check per command handler
     return app
 
 

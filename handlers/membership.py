@@ -18,6 +18,7 @@ from bot.services import BotContext
 from bot.text import escape
 from handlers import TRACKING
 from handlers.common import group_info
+from handlers.gates import MessageGate
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,13 @@ ADMIN = frozenset({ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR})
 RIGHTS = ("can_delete_messages", "can_restrict_members", "can_pin_messages", "can_invite_users")
 
 
-class ContentMessage(filters.MessageFilter):
-    """A message with content (text or an attachment), i.e. not a service message.
+def has_content(message: Message) -> bool:
+    """Text or an attachment: an ordinary message, not a service message.
 
-    Equivalent to `~filters.StatusUpdate.ALL` for counting purposes, but that filter tests
-    some fifty attributes per message; this one tests one for text messages.
+    The same answer as `~filters.StatusUpdate.ALL` for counting, but that filter tests some
+    fifty attributes per message; this tests one for a text message.
     """
-
-    __slots__ = ()
-
-    def filter(self, message: Message) -> bool:
-        return message.text is not None or message.effective_attachment is not None
-
-
-CONTENT = ContentMessage(name="ContentMessage")
+    return message.text is not None or message.effective_attachment is not None
 
 
 def is_in_chat(member: ChatMember) -> bool:
@@ -226,7 +220,7 @@ def register(app: Application) -> None:
     app.add_handlers(
         [
             # Ordered by frequency: ordinary messages first, they are nearly every update.
-            MessageHandler(groups & filters.UpdateType.MESSAGES & CONTENT, track_message),
+            MessageGate(has_content, track_message, edits=True),
             MessageHandler(groups & filters.StatusUpdate.NEW_CHAT_MEMBERS, on_new_members),
             MessageHandler(groups & filters.StatusUpdate.LEFT_CHAT_MEMBER, on_left_member),
             MessageHandler(groups & filters.StatusUpdate.MIGRATE, on_migration),

@@ -78,3 +78,18 @@ async def test_startup_publishes_menus_per_scope_and_language(tg):
     zh = [c for c in calls if c.params.get("language_code") == "zh"][0]
     assert any(re.search(r"[\u4e00-\u9fff]", cmd["description"]) for cmd in zh.params["commands"])
     assert tg.services.bot_sees_all_messages is False  # from getMe: privacy mode on
+
+
+async def test_command_routing_keeps_ptb_semantics(tg):
+    """Commands go through one router per handler group; it must answer exactly what
+    PTB's CommandHandlers would: own bot's @name yes, another bot's no, captions no."""
+    from bot.updates import CommandRouter
+
+    assert any(isinstance(h, CommandRouter) for h in tg.app.handlers[0])
+    chat = f.private(MEMBER)
+    await tg.feed(f.message(chat, MEMBER, "/help@community_test_bot", date=tg.now()))
+    await tg.feed(f.message(chat, MEMBER, "/help@some_other_bot", date=tg.now()))
+    await tg.feed(f.message(chat, MEMBER, "/nosuchcommand", date=tg.now()))
+    await tg.feed(f.message(chat, MEMBER, "help /help", date=tg.now()))
+    await tg.feed(f.message(chat, MEMBER, "/", date=tg.now()))
+    assert len(tg.api.sent_texts()) == 1
