@@ -125,6 +125,11 @@ class Poll(SQLModel, table=True):
     total_voters: int | None = Field(default=None)  # Telegram's count; None: never told
     tally_final: bool = Field(default=False)  # the tally of the closed poll
     summary_message_id: int | None = Field(default=None, sa_type=BigInteger)
+    # A poll posted by the content calendar: the delivery it was posted for, so a retried
+    # delivery finds its poll instead of posting a second one (UNIQUE: one poll per delivery).
+    calendar_delivery_id: int | None = Field(
+        default=None, sa_column=Column(Integer, nullable=True, unique=True, index=True)
+    )
 
 
 class PollOption(SQLModel, table=True):
@@ -439,6 +444,7 @@ async def record_poll(
     close_at: datetime | None,
     survey_id: int | None = None,
     position: int = 0,
+    calendar_delivery_id: int | None = None,
 ) -> Poll:
     """Store a poll the bot just sent (its Telegram id, message and options)."""
     sent = message.poll
@@ -458,6 +464,7 @@ async def record_poll(
         created_by=created_by,
         created_at=now,
         close_at=close_at,
+        calendar_delivery_id=calendar_delivery_id,
     )
     session.add(row)
     await session.flush()
