@@ -133,11 +133,12 @@ async def _poll_of(out: Outgoing) -> polls.Poll | None:
 
 async def deliver(out: Outgoing) -> int:
     """Post the poll (once per delivery), store it, and schedule its close."""
-    if out.delivery_id is not None:
-        existing = await _poll_of(out)
-        if existing is not None:
-            log.info("delivery %s: poll %s was already posted", out.delivery_id, existing.id)
-            return existing.message_id
+    if out.delivery_id is None:  # previews show the summary (preview_as_post=False)
+        raise LookupError("a poll is only posted by a calendar delivery")
+    existing = await _poll_of(out)
+    if existing is not None:
+        log.info("delivery %s: poll %s was already posted", out.delivery_id, existing.id)
+        return existing.message_id
     services = out.services
     spec = poll_spec(out.post.content)
     # Errors go to the scheduler, which classifies them (retry, check, deactivate, migrate).
@@ -160,7 +161,7 @@ async def deliver(out: Outgoing) -> int:
                 calendar_delivery_id=out.delivery_id,
             )
     except IntegrityError:
-        winner = await _poll_of(out) if out.delivery_id is not None else None
+        winner = await _poll_of(out)
         if winner is None:
             raise
         log.warning("delivery %s was posted twice at once; withdrawing the copy", out.delivery_id)
