@@ -21,6 +21,7 @@ from bot.polls import Poll, PollVote
 from bot.post_kinds import Outgoing, post_kind
 from schedules import calendar as publishing
 from schedules.lottery import catch_up, runtime_of
+from schedules.polls import close as close_poll
 from tests import factories as f
 from tests.calendar_support import (
     ADMIN,
@@ -152,8 +153,9 @@ async def test_a_calendar_poll_goes_out_at_its_time_and_closes_after_close_after
     await advance(tg, minutes=59)
     assert polls_sent(tg) == []
     await advance(tg, minutes=1)
-    lunch, quiz = polls_sent(tg)
-    assert lunch["chat_id"] == G and lunch["question"] == "午饭吃什么？ · Lunch?"
+    sent_polls = {params["question"]: params for params in polls_sent(tg)}
+    lunch, quiz = sent_polls["午饭吃什么？ · Lunch?"], sent_polls["2 + 2 = ?"]
+    assert lunch["chat_id"] == G and len(sent_polls) == 2
     assert [o["text"] for o in lunch["options"]] == ["面条 · Noodles", "米饭 · Rice"]
     assert lunch["is_anonymous"] is False and "type" not in lunch  # as /poll: not anonymous
     assert quiz["type"] == "quiz" and quiz["correct_option_ids"] == [1]  # `quiz: 2` from 1
@@ -191,8 +193,10 @@ async def test_a_calendar_poll_goes_out_at_its_time_and_closes_after_close_after
     (summary,) = [c.params for c in tg.api.of("sendMessage") if "Results" in c.params["text"]]
     assert "100% · 2 — 米饭 · Rice" in summary["text"]
     assert summary["reply_parameters"]["message_id"] == poll.message_id
-    closed = await rows(tg, Poll)
-    assert [p.state for p in closed] == ["closed", "open"]
+    assert await close_poll(tg.app, "poll", poll.id) is False  # closed once, not again
+    assert len(tg.api.of("stopPoll")) == 1
+    states = {p.kind: p.state for p in await rows(tg, Poll)}
+    assert states == {"regular": "closed", "quiz": "open"}
     assert len(tg.api.of("sendPoll")) == 0  # nothing posted again
 
 
