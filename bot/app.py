@@ -16,6 +16,7 @@ from telegram.constants import ParseMode
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest
 
+import bot.schema  # noqa: F401  (every table, and the calendar post kinds features register)
 from bot.activity import ActivityRecorder
 from bot.chats import ChatDirectory
 from bot.commands import CommandSpec, publish_commands

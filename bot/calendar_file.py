@@ -28,10 +28,10 @@ import yaml
 from croniter import croniter
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from bot.post_kinds import post_kind
+from bot.post_kinds import Invalid, post_kind
 from bot.telegram_html import check_telegram_html
 from bot.text import MAX_CAPTION_UTF16, MAX_MESSAGE_UTF16
-from bot.timeparse import format_duration, local_to_utc, parse_duration
+from bot.timeparse import format_duration, local_to_utc, parse_date, parse_duration
 
 DEFAULT_GRACE = timedelta(hours=1)
 DEFAULT_REVIEW_AHEAD = timedelta(hours=12)
@@ -62,11 +62,21 @@ POST_KEYS = (
 REVIEW_KEYS = ("chat", "ahead")
 COPY_KEYS = ("from", "message_id")
 POLL_KEYS = ("question", "options", "anonymous", "multi", "quiz", "explanation", "close_after")
-LOTTERY_KEYS = ("prize", "winners", "draw_after")
+LOTTERY_KEYS = (
+    "prize",
+    "winners",
+    "draw_after",
+    "min_points",
+    "checkins",
+    "member",
+    "joined_after",
+    "keyword",
+)
 BUTTON_KEYS = ("text", "url")
 POST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 _EVERY = re.compile(r"^(?:every\s+)?(.+?)(?:\s+at\s+(\d{1,2}[:：]\d{2}))?$", re.IGNORECASE)
+_CHECKINS = re.compile(r"^\s*(\d{1,4})\s*/\s*(\d{1,4})\s*(?:d|days?)?\s*$", re.IGNORECASE)
 _DATETIME = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
 EPOCH = datetime(1970, 1, 1)
 
@@ -887,9 +897,24 @@ class _Validator:
                 "outside the calendar folder) until it does",
             )
         elif registered.validate is not None and content is not None:
-            for message in registered.validate(content):
-                self.error(post.key_line(kind), f"{kind}{where}: {message}")
+            for found in registered.validate(content):
+                message = found.message if isinstance(found, Invalid) else found
+                line = self.kind_line(post, kind, found)
+                self.error(line, f"{kind}{where}: {message}")
         return kind, content, digest
+
+    @staticmethod
+    def kind_line(post: LocDict, kind: str, found: str | Invalid) -> int:
+        """Where a validator's finding is in the file: the key (or list item) it names."""
+        block = post[kind]
+        if not isinstance(found, Invalid) or not isinstance(block, LocDict):
+            return post.key_line(kind)
+        if found.key is None or found.key not in block:
+            return block.line if found.key is not None else post.key_line(kind)
+        value = block[found.key]
+        if found.index is not None and isinstance(value, LocList):
+            return value.item_line(found.index)
+        return block.value_line(found.key)
 
     def html(self, data: LocDict, key: str, where: str, limit: int) -> str | None:
         text = self.string(data, key, where)
@@ -967,74 +992,55 @@ class _Validator:
         return {"from_chat_id": source[0], "message_id": message_id}
 
     def poll(self, post: LocDict, where: str) -> dict[str, Any] | None:
+        """The shape of a poll; its limits (lengths, counts, the quiz answer) are the polls
+        feature's, checked by the poll kind's validator. None when the shape is wrong."""
         block = post["poll"]
         if not isinstance(block, LocDict):
             self.error(post.value_line("poll"), f"poll{where} needs question: and options:")
             return None
-        self.unknown_keys(block, POLL_KEYS, f" in poll{where}")
-        question = self.string(block, "question", f" in poll{where}")
-        if not question or len(question) > 300:
-            self.error(
-                block.value_line("question") if "question" in block else block.line,
-                f"poll{where}: question: is required, 1–300 characters",
-            )
+        before = len(self.calendar.problems)
+        inside = f" in poll{where}"
+        self.unknown_keys(block, POLL_KEYS, inside)
+        question = self.string(block, "question", inside)
+        if "question" not in block:
+            self.error(block.line, f"poll{where} needs question:")
         options = block.get("options")
         texts: list[str] = []
-        if not isinstance(options, LocList) or not 2 <= len(options) <= 12:
+        if not isinstance(options, LocList):
             self.error(
                 block.value_line("options") if "options" in block else block.line,
-                f"poll{where}: options: is a list of 2–12 answers",
+                f'poll{where}: options: is a list of answers, e.g. ["Yes", "No"]',
             )
         else:
             for index, option in enumerate(options):
-                text = (
-                    str(option)
-                    if option is not None and not isinstance(option, (LocDict, LocList))
-                    else ""
-                )
-                if not 1 <= len(text) <= 100:
-                    self.error(
-                        options.item_line(index), f"poll{where}: each option is 1–100 characters"
-                    )
-                texts.append(text)
-        anonymous = self.boolean(block, "anonymous", f" in poll{where}", True)
-        multi = self.boolean(block, "multi", f" in poll{where}", False)
+                if isinstance(option, (LocDict, LocList)):
+                    self.error(options.item_line(index), f"poll{where}: each option is a text")
+                texts.append("" if option is None else str(option))
+        anonymous = self.boolean(block, "anonymous", inside, False)  # as /poll
+        multi = self.boolean(block, "multi", inside, False)
         quiz = block.get("quiz")
-        if quiz is not None:
-            if (
-                isinstance(quiz, bool)
-                or not isinstance(quiz, int)
-                or not 1 <= quiz <= max(len(texts), 1)
-            ):
-                self.error(
-                    block.value_line("quiz"),
-                    f"poll{where}: quiz: is the number of the correct option, 1–{len(texts)}",
-                )
-            elif multi:
-                self.error(
-                    block.value_line("quiz"),
-                    f"poll{where}: a quiz has one right answer, so it can't be multi",
-                )
-        explanation = self.string(block, "explanation", f" in poll{where}")
-        if explanation is not None and quiz is None:
-            self.error(block.key_line("explanation"), f"poll{where}: explanation: goes with quiz:")
-        elif explanation is not None and len(explanation) > 200:
+        if quiz is not None and (isinstance(quiz, bool) or not isinstance(quiz, int)):
             self.error(
-                block.value_line("explanation"),
-                f"poll{where}: explanation is at most 200 characters",
+                block.value_line("quiz"),
+                f"poll{where}: quiz: is the number of the right option, counted from 1",
             )
-        close_after = self.duration(block, "close_after", f" in poll{where}")
+        explanation = self.string(block, "explanation", inside)
+        close_after = self.duration(block, "close_after", inside)
+        if len(self.calendar.problems) > before:
+            return None
         return {
             "question": question or "",
             "options": texts,
             "anonymous": anonymous,
             "multi": multi,
-            "quiz": quiz - 1 if isinstance(quiz, int) and not isinstance(quiz, bool) else None,
+            "quiz": quiz - 1 if quiz is not None else None,  # stored 0-based, as Telegram's
             "explanation": explanation,
             "close_after": int(close_after.total_seconds()) if close_after else None,
         }
 
     def lottery(self, post: LocDict, where: str) -> dict[str, Any] | None:
+        """The shape of a lottery; its limits are the lotteries feature's, checked by the
+        lottery kind's validator (on the keys that have the right shape)."""
         block = post["lottery"]
         if not isinstance(block, LocDict):
             self.error(
@@ -1042,27 +1048,51 @@ class _Validator:
                 f"lottery{where} needs prize:, winners: and draw_after:",
             )
             return None
-        self.unknown_keys(block, LOTTERY_KEYS, f" in lottery{where}")
-        prize = self.string(block, "prize", f" in lottery{where}")
-        if not prize or len(prize) > 255:
-            self.error(
-                block.value_line("prize") if "prize" in block else block.line,
-                f"lottery{where}: prize: is required (at most 255 characters)",
-            )
-        winners = block.get("winners", 1)
-        if isinstance(winners, bool) or not isinstance(winners, int) or not 1 <= winners <= 100:
-            self.error(
-                block.value_line("winners"), f"lottery{where}: winners: is a number from 1 to 100"
-            )
-            winners = 1
-        draw_after = self.duration(block, "draw_after", f" in lottery{where}")
+        inside = f" in lottery{where}"
+        self.unknown_keys(block, LOTTERY_KEYS, inside)
+        prize = self.string(block, "prize", inside)
+        if "prize" not in block:
+            self.error(block.line, f"lottery{where} needs prize:")
+        content: dict[str, Any] = {"prize": prize or ""}
+        for key, default in (("winners", 1), ("min_points", None)):
+            value = block.get(key, default)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                self.error(block.value_line(key), f"lottery{where}: {key}: is a whole number")
+            elif value is not None:
+                content[key] = value
+        draw_after = self.duration(block, "draw_after", inside)
         if "draw_after" not in block:
             self.error(block.line, f"lottery{where}: draw_after: says when the draw is, e.g. 48h")
-        return {
-            "prize": prize or "",
-            "winners": winners,
-            "draw_after": int(draw_after.total_seconds()) if draw_after else None,
-        }
+        if draw_after is not None:
+            content["draw_after"] = int(draw_after.total_seconds())
+        checkins = self.string(block, "checkins", inside)
+        if checkins is not None:
+            match = _CHECKINS.match(checkins)
+            if match is None:
+                self.error(
+                    block.value_line("checkins"),
+                    f"lottery{where}: checkins: is K/D, checked in on K of the last D days "
+                    "(e.g. 5/7)",
+                )
+            else:
+                content["checkins"] = [int(match.group(1)), int(match.group(2))]
+        member = self.duration(block, "member", inside)
+        if member is not None:
+            content["member"] = int(member.total_seconds())
+        joined = self.string(block, "joined_after", inside)
+        if joined is not None:
+            day = parse_date(joined)
+            if day is None:
+                self.error(
+                    block.value_line("joined_after"),
+                    f"lottery{where}: joined_after: {joined!r} is not a date like 2026-12-01",
+                )
+            else:
+                content["joined_after"] = day.isoformat()
+        keyword = self.string(block, "keyword", inside)
+        if keyword is not None:
+            content["keyword"] = keyword
+        return content
 
     def buttons(self, post: LocDict, where: str, kind: str | None) -> list[list[dict[str, str]]]:
         if "buttons" not in post:

@@ -127,6 +127,11 @@ class Lottery(SQLModel, table=True):
     claimed_at: datetime | None = Field(default=None, sa_column=utc_column())
     drawn_at: datetime | None = Field(default=None, sa_column=utc_column())
     closed_at: datetime | None = Field(default=None, sa_column=utc_column())
+    # A lottery posted by the content calendar: the delivery it was created for, so a retried
+    # delivery finds its lottery instead of opening a second one (UNIQUE: one per delivery).
+    calendar_delivery_id: int | None = Field(
+        default=None, sa_column=Column(Integer, nullable=True, unique=True, index=True)
+    )
 
     @property
     def seed_bytes(self) -> bytes:
@@ -460,6 +465,7 @@ async def create_lottery(
     seed: bytes,
     created_by: int | None,
     now: datetime,
+    calendar_delivery_id: int | None = None,
 ) -> Lottery:
     """Store a new open lottery; its seed is fixed here, before anyone can enter."""
     if len(seed) != SEED_BYTES:
@@ -482,6 +488,7 @@ async def create_lottery(
         commitment=commitment_of(seed),
         created_by=created_by,
         created_at=now,
+        calendar_delivery_id=calendar_delivery_id,
     )
     session.add(lottery)
     await session.flush()

@@ -125,6 +125,11 @@ class Poll(SQLModel, table=True):
     total_voters: int | None = Field(default=None)  # Telegram's count; None: never told
     tally_final: bool = Field(default=False)  # the tally of the closed poll
     summary_message_id: int | None = Field(default=None, sa_type=BigInteger)
+    # A poll posted by the content calendar: the delivery it was posted for, so a retried
+    # delivery finds its poll instead of posting a second one (UNIQUE: one poll per delivery).
+    calendar_delivery_id: int | None = Field(
+        default=None, sa_column=Column(Integer, nullable=True, unique=True, index=True)
+    )
 
 
 class PollOption(SQLModel, table=True):
@@ -314,52 +319,79 @@ def parse_poll(
             continue
         options.append(segment)
 
-    if not question:
-        raise PollInputError("question_missing")
-    if utf16_len(question) > MAX_QUESTION:
-        raise PollInputError("question_long", length=utf16_len(question), limit=MAX_QUESTION)
-    if len(options) < MIN_OPTIONS:
-        raise PollInputError("too_few_options", count=len(options), minimum=MIN_OPTIONS)
-    if len(options) > MAX_OPTIONS:
-        raise PollInputError("too_many_options", count=len(options), limit=MAX_OPTIONS)
-    seen: set[str] = set()
-    for number, option in enumerate(options, start=1):
-        if not option:
-            raise PollInputError("option_empty", number=number)
-        if utf16_len(option) > MAX_OPTION:
-            raise PollInputError(
-                "option_long", number=number, length=utf16_len(option), limit=MAX_OPTION
-            )
-        if option.casefold() in seen:
-            raise PollInputError("option_twice", option=option)
-        seen.add(option.casefold())
-
-    correct: int | None = None
-    if "quiz" in flags:
-        number = flags["quiz"]
-        if not 1 <= number <= len(options):
-            raise PollInputError("quiz_out_of_range", number=number, count=len(options))
-        if flags.get("multiple"):
-            raise PollInputError("quiz_multi")
-        correct = number - 1
-    if explanation is not None:
-        if correct is None:
-            raise PollInputError("explanation_without_quiz")
-        if not explanation:
-            explanation = None
-        elif utf16_len(explanation) > MAX_EXPLANATION:
-            raise PollInputError(
-                "explanation_long", length=utf16_len(explanation), limit=MAX_EXPLANATION
-            )
+    problems = poll_problems(
+        question,
+        options,
+        multiple=bool(flags.get("multiple")),
+        quiz=flags.get("quiz"),
+        explanation=explanation,
+    )
+    if problems:
+        raise problems[0]
+    correct = flags["quiz"] - 1 if "quiz" in flags else None
     return PollSpec(
         question=question,
         options=tuple(options),
         anonymous=bool(flags.get("anonymous")),
         multiple=bool(flags.get("multiple")),
         correct_option=correct,
-        explanation=explanation,
+        explanation=explanation or None,
         close_at=flags.get("close_at"),
     )
+
+
+def poll_problems(
+    question: str,
+    options: Sequence[str],
+    *,
+    multiple: bool,
+    quiz: int | None,
+    explanation: str | None,
+) -> list[PollInputError]:
+    """Every way a poll breaks Telegram's limits or our rules, in the order /poll reports them.
+
+    `quiz` is the number of the right option counted from 1. Shared by /poll (which reports the
+    first problem) and the content calendar's poll posts (which report them all, with lines).
+    """
+    found: list[PollInputError] = []
+    if not question:
+        found.append(PollInputError("question_missing"))
+    elif utf16_len(question) > MAX_QUESTION:
+        found.append(
+            PollInputError("question_long", length=utf16_len(question), limit=MAX_QUESTION)
+        )
+    if len(options) < MIN_OPTIONS:
+        found.append(PollInputError("too_few_options", count=len(options), minimum=MIN_OPTIONS))
+    if len(options) > MAX_OPTIONS:
+        found.append(PollInputError("too_many_options", count=len(options), limit=MAX_OPTIONS))
+    seen: set[str] = set()
+    for number, option in enumerate(options, start=1):
+        if not option:
+            found.append(PollInputError("option_empty", number=number))
+        elif utf16_len(option) > MAX_OPTION:
+            found.append(
+                PollInputError(
+                    "option_long", number=number, length=utf16_len(option), limit=MAX_OPTION
+                )
+            )
+        elif option.casefold() in seen:
+            found.append(PollInputError("option_twice", option=option, number=number))
+        seen.add(option.casefold())
+    if quiz is not None:
+        if not 1 <= quiz <= len(options):
+            found.append(PollInputError("quiz_out_of_range", number=quiz, count=len(options)))
+        elif multiple:
+            found.append(PollInputError("quiz_multi"))
+    if explanation is not None:
+        if quiz is None:
+            found.append(PollInputError("explanation_without_quiz"))
+        elif utf16_len(explanation) > MAX_EXPLANATION:
+            found.append(
+                PollInputError(
+                    "explanation_long", length=utf16_len(explanation), limit=MAX_EXPLANATION
+                )
+            )
+    return found
 
 
 def parse_survey(body: str, *, now: datetime, tz: ZoneInfo) -> SurveySpec:
@@ -412,6 +444,7 @@ async def record_poll(
     close_at: datetime | None,
     survey_id: int | None = None,
     position: int = 0,
+    calendar_delivery_id: int | None = None,
 ) -> Poll:
     """Store a poll the bot just sent (its Telegram id, message and options)."""
     sent = message.poll
@@ -431,6 +464,7 @@ async def record_poll(
         created_by=created_by,
         created_at=now,
         close_at=close_at,
+        calendar_delivery_id=calendar_delivery_id,
     )
     session.add(row)
     await session.flush()
@@ -1101,7 +1135,7 @@ def render_listing(lang: str, listing: Listing, tz: ZoneInfo) -> str:
 # --- Telegram: sending and stopping ----------------------------------------------------------
 
 
-def _send_kwargs(spec: PollSpec) -> dict[str, Any]:
+def send_kwargs(spec: PollSpec) -> dict[str, Any]:
     """sendPoll arguments; texts are plain (no parse mode), whatever the bot's Defaults say."""
     kwargs: dict[str, Any] = {
         "question": spec.question,
@@ -1130,11 +1164,11 @@ async def send_poll_message(
     if info is not None and not info.active:
         return None
     try:
-        return await bot.send_poll(chat_id, **_send_kwargs(spec))
+        return await bot.send_poll(chat_id, **send_kwargs(spec))
     except ChatMigrated as exc:
         await services.activity.flush()
         await services.chats.migrate(chat_id, exc.new_chat_id)
-        return await bot.send_poll(exc.new_chat_id, **_send_kwargs(spec))
+        return await bot.send_poll(exc.new_chat_id, **send_kwargs(spec))
     except Forbidden as exc:
         log.info("chat %s is closed to the bot (%s); deactivating", chat_id, exc.message)
         await services.chats.deactivate(chat_id, bot_status="kicked")

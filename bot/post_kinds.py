@@ -2,12 +2,15 @@
 
 Built in: text, photo, document, video (a file under CONTENT_DIR or a URL) and copy (of an
 existing message). Poll and lottery posts are part of the calendar format (validated here), but
-their delivery belongs to the polls and lotteries features: until one of them registers its
-kind with `register_post_kind` (from its bot/<feature>.py, which bot.schema imports), a calendar
-that contains such a post is refused with a "not available yet" error.
+their delivery belongs to the polls and lotteries features, which register their kinds with
+`register_post_kind` (bot/polls_calendar.py, bot/lottery_calendar.py; bot.schema imports them,
+and bot.app imports bot.schema). A kind registered without a deliverer is refused by
+`calendar check` with a "not available yet" error.
 
 A deliverer sends one post to one chat and returns the message id; it raises TelegramError on
-failure (the scheduler classifies errors: retry, check, deactivate, follow a migration).
+failure (the scheduler classifies errors: retry, check, deactivate, follow a migration). A
+kind's validator checks the content beyond the format (the feature's own limits); what it
+returns is reported with the file and line of the key it names (`Invalid`).
 """
 
 from __future__ import annotations
@@ -58,6 +61,19 @@ Deliver = Callable[[Outgoing], Awaitable[int]]
 
 
 @dataclass(frozen=True, slots=True)
+class Invalid:
+    """A problem a kind's validator found: reported at `key` of the kind's block (the line of
+    item `index` when the value is a list), or at the kind's own line without a key."""
+
+    message: str
+    key: str | None = None
+    index: int | None = None
+
+
+Validate = Callable[[dict[str, Any]], list[str | Invalid]]
+
+
+@dataclass(frozen=True, slots=True)
 class PostKind:
     """A kind of post: how to summarise it in one line and (once available) deliver it."""
 
@@ -65,7 +81,7 @@ class PostKind:
     summary: Callable[[dict[str, Any]], str]
     deliver: Deliver | None = None  # None: part of the format, not deliverable yet
     preview_as_post: bool = True  # approval previews show the post itself (else the summary)
-    validate: Callable[[dict[str, Any]], list[str]] | None = None  # checks beyond the format's
+    validate: Validate | None = None  # checks beyond the format's (the feature's limits)
     feature: str = ""  # which feature delivers it, for the "not available yet" error
 
     @property
@@ -181,7 +197,7 @@ register_post_kind(
         _deliver_copy,
     )
 )
-# Known to the format; delivered by the polls / lotteries features once they register them.
+# Known to the format; the polls and lotteries features replace these with their deliverers.
 register_post_kind(PostKind("poll", _poll_summary, None, preview_as_post=False, feature="polls"))
 register_post_kind(
     PostKind("lottery", _lottery_summary, None, preview_as_post=False, feature="lotteries")
@@ -189,6 +205,7 @@ register_post_kind(
 
 __all__ = [
     "Deliver",
+    "Invalid",
     "Outgoing",
     "PostKind",
     "kinds",

@@ -30,11 +30,11 @@ def problems(folder: Path) -> list[tuple[int, str]]:
     return [(p.line, p.message) for p in load_calendar(folder).problems]
 
 
-def test_the_shipped_example_validates_and_covers_every_deliverable_kind():
+def test_the_shipped_example_validates_and_covers_every_kind():
     calendar = load_calendar(EXAMPLE)
     assert calendar.problems == []
     kinds = {post.kind for post in calendar.posts}
-    assert kinds == {"text", "photo", "document", "video", "copy"}
+    assert kinds == {"text", "photo", "document", "video", "copy", "poll", "lottery"}
     features = {
         "pin": any(p.pin for p in calendar.posts),
         "buttons": any(p.buttons for p in calendar.posts),
@@ -45,31 +45,143 @@ def test_the_shipped_example_validates_and_covers_every_deliverable_kind():
         "every": any(p.schedule.every for p in calendar.posts),
         "cron": any(p.schedule.cron for p in calendar.posts),
         "at": any(p.schedule.at for p in calendar.posts),
+        "quiz": any(p.kind == "poll" and p.content["quiz"] is not None for p in calendar.posts),
+        "lottery conditions": any(
+            p.kind == "lottery" and {"min_points", "checkins", "member"} <= set(p.content)
+            for p in calendar.posts
+        ),
+        "lottery keyword": any("keyword" in p.content for p in calendar.posts),
     }
     assert all(features.values()), features
+    quiz = next(p for p in calendar.posts if p.key == "friday-quiz")
+    # `quiz: 2` counts from 1; stored as Telegram's 0-based index.
+    assert quiz.content["quiz"] == 1 and quiz.content["close_after"] == 7200
+    assert quiz.content["anonymous"] is False  # as /poll: not anonymous unless asked
+    giveaway = next(p for p in calendar.posts if p.key == "year-end-giveaway")
+    assert giveaway.content == {
+        "prize": "年终大礼包 · Year-end gift box",
+        "winners": 3,
+        "draw_after": 48 * 3600,
+        "min_points": 100,
+        "checkins": [3, 7],
+        "member": 7 * 86400,
+    }
 
 
-def test_the_poll_and_lottery_draft_is_valid_format_but_not_available_yet():
-    found = load_calendar(EXAMPLE / "drafts").problems
-    assert len(found) == 3
-    assert all("not available yet" in p.message for p in found)
-    assert [p.line for p in found] == [17, 27, 37]  # the poll:/lottery: lines
-
-
-def test_a_registered_kind_makes_the_draft_valid(monkeypatch):
-    """Once the polls and lotteries features plug their kinds in, the same file passes."""
+def test_a_kind_no_feature_delivers_is_refused_as_not_available(tmp_path, monkeypatch):
+    """The registry's fallback: a kind of the format without a deliverer fails the check."""
     from bot import post_kinds
 
-    async def deliver(out):  # pragma: no cover - not sent here
-        return 1
-
     monkeypatch.setattr(post_kinds, "_KINDS", dict(post_kinds._KINDS))
-    for name in ("poll", "lottery"):
-        register_post_kind(PostKind(name, post_kind(name).summary, deliver))
-    calendar = load_calendar(EXAMPLE / "drafts")
-    assert calendar.problems == []
-    quiz = next(p for p in calendar.posts if p.key == "friday-quiz")
-    assert quiz.content["quiz"] == 1 and quiz.content["close_after"] == 7200
+    register_post_kind(PostKind("lottery", post_kind("lottery").summary, None, feature="prizes"))
+    write(
+        tmp_path,
+        """
+        targets: {main: -1001}
+        posts:
+          - id: hat
+            to: main
+            at: 2026-12-01 20:00
+            lottery: {prize: Hat, winners: 1, draw_after: 2h}
+          - id: ask
+            to: main
+            at: 2026-12-01 20:00
+            poll: {question: "Tea?", options: [yes, no]}
+        """,
+    )
+    calendar = load_calendar(tmp_path)
+    assert [(p.line, p.message.split(":")[0]) for p in calendar.problems] == [
+        (6, "lottery posts are not available yet (post 'hat')")
+    ]
+    assert "the prizes feature" in calendar.problems[0].message
+    assert [p.key for p in calendar.posts] == ["ask"]  # polls are delivered
+
+
+def test_poll_and_lottery_limits_are_the_features_and_reported_at_their_lines(tmp_path):
+    long_question = "Q" * 290 + "😀" * 6  # 302 UTF-16 units, as Telegram counts
+    write(
+        tmp_path,
+        f"""
+        targets: {{main: -1001}}
+        posts:
+          - id: long
+            to: main
+            at: 2026-12-01 20:00
+            poll:
+              question: "{long_question}"
+              options:
+                - fine
+                - "{"o" * 101}"
+                - Fine
+                -
+              quiz: 5
+          - id: quiz
+            to: main
+            at: 2026-12-01 20:00
+            poll:
+              question: "2 + 2?"
+              options: ["3", "4"]
+              quiz: 2
+              multi: true
+              explanation: "{"e" * 201}"
+              close_after: 30s
+          - id: bad-lottery
+            to: main
+            at: 2026-12-01 20:00
+            lottery:
+              prize: "  "
+              winners: 101
+              draw_after: 400d
+              min_points: 0
+              checkins: 8/7
+              member: 4000d
+              keyword: "/join"
+          - id: shapes
+            to: main
+            at: 2026-12-01 20:00
+            lottery:
+              prize: Hat
+              winners: many
+              draw_after: 2h
+              checkins: often
+              joined_after: 2026-02-30
+          - id: fine
+            to: main
+            at: 2026-12-01 20:00
+            lottery: {{prize: Hat, draw_after: 2h, keyword: " Open Sesame! "}}
+        """,
+    )
+    calendar = load_calendar(tmp_path)
+    found = [(p.line, p.message) for p in calendar.problems]
+    expected = [
+        (7, "poll (post 'long'): question is too long: 302 characters, Telegram allows 300"),
+        (10, "poll (post 'long'): option 2 is too long: 101 characters, Telegram allows 100"),
+        (11, "poll (post 'long'): option 3 repeats 'Fine'"),
+        (12, "poll (post 'long'): option 4 is empty"),
+        (13, "poll (post 'long'): quiz: 5 names no option: counted from 1, there are 4"),
+        (20, "poll (post 'quiz'): a quiz has one right answer, so it can't be multi"),
+        (22, "poll (post 'quiz'): explanation is too long: 201 characters, Telegram allows 200"),
+        (23, "poll (post 'quiz'): close_after: at least 1m"),
+        (28, "lottery (post 'bad-lottery'): prize: is required"),
+        (29, "lottery (post 'bad-lottery'): winners: from 1 to 100"),
+        (30, "lottery (post 'bad-lottery'): draw_after: from 1m to 366 days"),
+        (31, "lottery (post 'bad-lottery'): min_points: from 1 to 1000000000"),
+        (32, "lottery (post 'bad-lottery'): checkins: 8/7 doesn't fit"),
+        (33, "lottery (post 'bad-lottery'): member: at most 3660 days"),
+        (34, "lottery (post 'bad-lottery'): keyword: 1 to 32 characters, not starting with /"),
+        (40, "lottery (post 'shapes'): winners: is a whole number"),
+        (42, "lottery (post 'shapes'): checkins: is K/D"),
+        (43, "lottery (post 'shapes'): joined_after: '2026-02-30' is not a date"),
+    ]
+    for line, start in expected:
+        assert any(got == line and message.startswith(start) for got, message in found), (
+            f"missing {line}: {start!r} in {found}"
+        )
+    assert len(found) == len(expected), found
+    assert [p.key for p in calendar.posts] == ["fine"]
+    assert calendar.posts[0].summary() == (
+        "lottery: Hat (1 winner, draws 2h after posting; keyword open sesame)"
+    )
 
 
 BAD = """\
@@ -334,7 +446,7 @@ def test_check_exits_non_zero_with_file_and_line(tmp_path):
     assert bad.returncode == 1
     assert "content/cal.yaml:7: to (post 'one'): unknown target alias 'mian'" in bad.stderr
     good = cli("calendar", "check", str(EXAMPLE), cwd=tmp_path)
-    assert good.returncode == 0 and good.stdout.startswith("OK: 8 post(s) in 1 file(s)")
+    assert good.returncode == 0 and good.stdout.startswith("OK: 12 post(s) in 1 file(s)")
 
 
 def test_preview_command_prints_local_time_utc_target_and_summary(tmp_path):
