@@ -5,6 +5,12 @@ aggregate (one row per chat+user+day, one per chat+user) flushed in one transact
 every `interval` seconds or every `max_pending` events, and on shutdown. Joins, leaves and
 participation (check-ins, votes, lottery entries) are rarer and must be exact, so they are
 written directly, inside the caller's transaction.
+
+Besides the rollups, each roster row keeps a small recent-activity state: the latest day the
+member was active (`active_day`, a date ordinal) and a bit mask of the days before it
+(`active_mask`, bit k = active on active_day - k). Both writers keep it current, so "active in
+the last 7/30 days" (WAU, MAU) is one bit test per member instead of a scan of 30 days of
+rollups. The rollups remain the record; the state is derived from the same events.
 """
 
 from __future__ import annotations
@@ -14,15 +20,15 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, select
+from sqlalchemy import ColumnElement, case, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import upsert
-from bot.models import Chat, ChatMigration, DailyActivity, Member
+from bot.models import Chat, ChatDay, ChatMigration, DailyActivity, Member
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +43,67 @@ SAME_EVENT_WINDOW = timedelta(seconds=5)
 
 MEMBER_TABLE = Member.__table__  # type: ignore[attr-defined]
 ACTIVITY_TABLE = DailyActivity.__table__  # type: ignore[attr-defined]
+CHAT_DAY_TABLE = ChatDay.__table__  # type: ignore[attr-defined]
 
 Participation = Literal["checked_in", "poll_answered", "lottery_entered"]
+
+# Days of history the recent-activity mask of a member holds (bit 0 is `active_day` itself).
+MASK_DAYS = 62
+FULL_MASK = (1 << MASK_DAYS) - 1
+
+
+def fold_day(active_day: int | None, mask: int, day: int) -> tuple[int, int]:
+    """Add an active day (ordinal) to a member's (active_day, mask) state."""
+    if active_day is None:
+        return day, 1
+    if day >= active_day:
+        shift = day - active_day
+        return day, (((mask << shift) & FULL_MASK) if shift < MASK_DAYS else 0) | 1
+    back = active_day - day
+    return active_day, (mask | (1 << back)) if back < MASK_DAYS else mask
+
+
+def merge_states(
+    day_a: int | None, mask_a: int, day_b: int | None, mask_b: int
+) -> tuple[int | None, int]:
+    """Combine two (active_day, mask) states of one member (e.g. two chats merging)."""
+    if day_a is None:
+        return day_b, mask_b if day_b is not None else 0
+    if day_b is None:
+        return day_a, mask_a
+    if day_b > day_a:
+        day_a, mask_a, day_b, mask_b = day_b, mask_b, day_a, mask_a
+    shift = day_a - day_b
+    return day_a, mask_a | (((mask_b << shift) & FULL_MASK) if shift < MASK_DAYS else 0)
+
+
+def _shifted(mask: ColumnElement[int], shift: ColumnElement[int]) -> ColumnElement[int]:
+    return case(
+        (shift >= MASK_DAYS, literal(0)),
+        else_=mask.bitwise_lshift(shift).bitwise_and(FULL_MASK),
+    )
+
+
+def merge_state_sql(
+    old_day: ColumnElement[int],
+    old_mask: ColumnElement[int],
+    new_day: ColumnElement[int],
+    new_mask: ColumnElement[int],
+) -> tuple[ColumnElement[int], ColumnElement[int]]:
+    """`merge_states` as SQL, for an upsert's SET clause (old row, `excluded` row)."""
+    day = case(
+        (new_day.is_(None), old_day),
+        (old_day.is_(None), new_day),
+        (new_day > old_day, new_day),
+        else_=old_day,
+    )
+    mask = case(
+        (new_day.is_(None), old_mask),
+        (old_day.is_(None), new_mask),
+        (new_day >= old_day, new_mask.bitwise_or(_shifted(old_mask, new_day - old_day))),
+        else_=old_mask.bitwise_or(_shifted(new_mask, old_day - new_day)),
+    )
+    return day, mask
 
 
 def local_day(moment: datetime, tz: ZoneInfo) -> date:
@@ -72,7 +137,7 @@ class ActivityRecorder:
         self._db = db
         self.max_pending = max_pending
         self.interval = interval
-        self._days: dict[tuple[int, int, date], list[int]] = {}
+        self._days: dict[tuple[int, int, date], list[Any]] = {}
         self._roster: dict[tuple[int, int], _RosterDelta] = {}
         self._pending = 0
         self._lock = asyncio.Lock()
@@ -97,8 +162,13 @@ class ActivityRecorder:
         """Count one message (or edit) of a member; cheap enough for every group message."""
         counts = self._days.get((chat_id, user_id, day))
         if counts is None:
-            counts = self._days[(chat_id, user_id, day)] = [0, 0]
-        counts[1 if edited else 0] += 1
+            counts = self._days[(chat_id, user_id, day)] = [0, 0, None]
+        if edited:
+            counts[1] += 1
+        else:
+            counts[0] += 1
+            if counts[2] is None or when < counts[2]:
+                counts[2] = when  # the day's first message (ties in top contributors)
         delta = self._roster.get((chat_id, user_id))
         if delta is None:
             self._roster[(chat_id, user_id)] = _RosterDelta(
@@ -155,7 +225,7 @@ class ActivityRecorder:
     def _settle(
         self,
         write: asyncio.Future[None],
-        days: dict[tuple[int, int, date], list[int]],
+        days: dict[tuple[int, int, date], list[Any]],
         roster: dict[tuple[int, int], _RosterDelta],
         pending: int,
     ) -> None:
@@ -166,7 +236,7 @@ class ActivityRecorder:
 
     async def _write_batch(
         self,
-        days: dict[tuple[int, int, date], list[int]],
+        days: dict[tuple[int, int, date], list[Any]],
         roster: dict[tuple[int, int], _RosterDelta],
     ) -> None:
         try:
@@ -178,7 +248,7 @@ class ActivityRecorder:
 
     def _restore(
         self,
-        days: dict[tuple[int, int, date], list[int]],
+        days: dict[tuple[int, int, date], list[Any]],
         roster: dict[tuple[int, int], _RosterDelta],
         pending: int,
     ) -> None:
@@ -188,6 +258,7 @@ class ActivityRecorder:
             if newer:
                 counts[0] += newer[0]
                 counts[1] += newer[1]
+                counts[2] = _earlier(counts[2], newer[2])
             self._days[key] = counts
         for key, delta in roster.items():
             newer = self._roster.get(key)
@@ -201,10 +272,20 @@ class ActivityRecorder:
 
     async def _write(
         self,
-        days: dict[tuple[int, int, date], list[int]],
+        days: dict[tuple[int, int, date], list[Any]],
         roster: dict[tuple[int, int], _RosterDelta],
     ) -> None:
         member, activity = MEMBER_TABLE.c, ACTIVITY_TABLE.c
+        states: dict[tuple[int, int], tuple[int, int]] = {}
+        totals: dict[tuple[int, date], int] = {}
+        for (chat_id, user_id, day), c in days.items():
+            if c[0]:
+                totals[(chat_id, day)] = totals.get((chat_id, day), 0) + c[0]
+                state = states.get((chat_id, user_id))
+                ordinal = day.toordinal()
+                states[(chat_id, user_id)] = (
+                    fold_day(state[0], state[1], ordinal) if state else (ordinal, 1)
+                )
         roster_rows = [
             {
                 "chat_id": chat_id,
@@ -215,8 +296,11 @@ class ActivityRecorder:
                 "first_seen": d.first_seen,
                 "last_active": d.last_active,
                 "message_count": d.messages,
+                "active_day": state[0] if state else None,
+                "active_mask": state[1] if state else 0,
             }
             for (chat_id, user_id), d in roster.items()
+            for state in (states.get((chat_id, user_id)),)
         ]
         day_rows = [
             {
@@ -224,6 +308,7 @@ class ActivityRecorder:
                 "user_id": user_id,
                 "day": day,
                 "messages": c[0],
+                "first_message_at": c[2],
                 "edits": c[1],
                 "joins": 0,
                 "leaves": 0,
@@ -248,6 +333,18 @@ class ActivityRecorder:
                         (new.last_active > member.last_active, new.last_active),
                         else_=member.last_active,
                     ),
+                    **dict(
+                        zip(
+                            ("active_day", "active_mask"),
+                            merge_state_sql(
+                                member.active_day,
+                                member.active_mask,
+                                new.active_day,
+                                new.active_mask,
+                            ),
+                            strict=True,
+                        )
+                    ),
                 },
             )
             await upsert(
@@ -258,14 +355,32 @@ class ActivityRecorder:
                 update=lambda new: {
                     "messages": activity.messages + new.messages,
                     "edits": activity.edits + new.edits,
+                    "first_message_at": case(
+                        (activity.first_message_at.is_(None), new.first_message_at),
+                        (
+                            new.first_message_at < activity.first_message_at,
+                            new.first_message_at,
+                        ),
+                        else_=activity.first_message_at,
+                    ),
                 },
+            )
+            await upsert(
+                session,
+                CHAT_DAY_TABLE,
+                [
+                    {"chat_id": chat_id, "day": day, "messages": n}
+                    for (chat_id, day), n in totals.items()
+                ],
+                key=("chat_id", "day"),
+                update=lambda new: {"messages": CHAT_DAY_TABLE.c.messages + new.messages},
             )
 
     async def _redirect(
         self,
-        days: dict[tuple[int, int, date], list[int]],
+        days: dict[tuple[int, int, date], list[Any]],
         roster: dict[tuple[int, int], _RosterDelta],
-    ) -> tuple[dict[tuple[int, int, date], list[int]], dict[tuple[int, int], _RosterDelta]]:
+    ) -> tuple[dict[tuple[int, int, date], list[Any]], dict[tuple[int, int], _RosterDelta]]:
         """Re-key rows of migrated chats to their new id; drop rows of unknown chats."""
         chat_ids = {key[0] for key in roster} | {key[0] for key in days}
         async with self._db() as session:
@@ -279,15 +394,16 @@ class ActivityRecorder:
                     )
                 ).all()
             )
-        new_days: dict[tuple[int, int, date], list[int]] = {}
+        new_days: dict[tuple[int, int, date], list[Any]] = {}
         for (chat_id, user_id, day), counts in days.items():
             target = chat_id if chat_id in known else moved.get(chat_id)
             if target is None:
                 log.warning("dropping activity of unknown chat %s", chat_id)
                 continue
-            existing = new_days.setdefault((target, user_id, day), [0, 0])
+            existing = new_days.setdefault((target, user_id, day), [0, 0, None])
             existing[0] += counts[0]
             existing[1] += counts[1]
+            existing[2] = _earlier(existing[2], counts[2])
         new_roster: dict[tuple[int, int], _RosterDelta] = {}
         for (chat_id, user_id), delta in roster.items():
             target = chat_id if chat_id in known else moved.get(chat_id)
@@ -324,6 +440,12 @@ class ActivityRecorder:
         await self.flush()
 
 
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
+
+
 # --- exact, transactional events -------------------------------------------------------
 
 
@@ -346,6 +468,18 @@ async def _activity_row(session: AsyncSession, chat_id: int, user_id: int, day: 
             }
         ],
         key=("chat_id", "user_id", "day"),
+    )
+
+
+async def _count_day(session: AsyncSession, chat_id: int, day: date, **increments: int) -> None:
+    """Add to the chat's totals of a day (chat_day), creating the row if needed."""
+    table = CHAT_DAY_TABLE
+    await upsert(
+        session,
+        table,
+        [{"chat_id": chat_id, "day": day, **increments}],
+        key=("chat_id", "day"),
+        update=lambda new: {name: table.c[name] + new[name] for name in increments},
     )
 
 
@@ -423,6 +557,7 @@ async def record_join(
     row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
     assert row is not None
     row.joins += 1
+    await _count_day(session, chat_id, day, joins=1)
     return True
 
 
@@ -449,6 +584,7 @@ async def record_leave(
     row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
     assert row is not None
     row.leaves += 1
+    await _count_day(session, chat_id, day, leaves=1)
     return True
 
 
@@ -467,7 +603,22 @@ async def mark_participation(
     member = await _roster_row(session, chat_id, user_id, name, username, when)
     if member.last_active is None or when > member.last_active:
         member.last_active = when
+    member.active_day, member.active_mask = fold_day(
+        member.active_day, member.active_mask, day.toordinal()
+    )
     await _activity_row(session, chat_id, user_id, day)
-    row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
+    row = await session.get(
+        DailyActivity,
+        (chat_id, user_id, day),
+        populate_existing=True,
+        with_for_update=_lock_rows(session),
+    )
     assert row is not None
+    if getattr(row, kind):
+        return
+    increments = {"checkins": 1} if kind == "checked_in" else {}
+    if not (row.checked_in or row.poll_answered or row.lottery_entered):
+        increments["participants"] = 1
     setattr(row, kind, True)
+    if increments:
+        await _count_day(session, chat_id, day, **increments)

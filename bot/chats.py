@@ -19,7 +19,7 @@ from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import SQLModel
 
-from bot.models import Chat, ChatAdmin, ChatMigration, DailyActivity, Member
+from bot.models import Chat, ChatAdmin, ChatDay, ChatMigration, DailyActivity, Member
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +277,9 @@ def _merge_daily_activity(old: dict[str, Any], new: dict[str, Any]) -> dict[str,
         merged[column] = old[column] + new[column]
     for column in ("checked_in", "poll_answered", "lottery_entered"):
         merged[column] = old[column] or new[column]
+    if "first_message_at" in old:
+        firsts = [v for v in (old["first_message_at"], new["first_message_at"]) if v is not None]
+        merged["first_message_at"] = min(firsts, default=None)
     return merged
 
 
@@ -288,10 +291,24 @@ def _merge_member(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         (v for v in (old["last_active"], new["last_active"]) if v is not None), default=None
     )
     merged["joined_at"] = old["joined_at"] or new["joined_at"]
+    if "active_mask" in old:
+        from bot.activity import merge_states
+
+        merged["active_day"], merged["active_mask"] = merge_states(
+            old["active_day"], old["active_mask"], new["active_day"], new["active_mask"]
+        )
+    return merged
+
+
+def _merge_chat_day(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(new)
+    for column in ("messages", "joins", "leaves", "checkins", "participants"):
+        merged[column] = old[column] + new[column]
     return merged
 
 
 register_migration_merge(DailyActivity.__tablename__, _merge_daily_activity)
+register_migration_merge(ChatDay.__tablename__, _merge_chat_day)
 register_migration_merge(Member.__tablename__, _merge_member)
 register_migration_merge(ChatAdmin.__tablename__, lambda old, new: new)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, text
 from sqlmodel import Field, SQLModel
 
 from bot.db import UTCDateTime
@@ -66,6 +66,9 @@ class ChatMigration(SQLModel, table=True):
 class Member(SQLModel, table=True):
     """The roster: one row per (chat, user) ever seen in the group."""
 
+    # Covering index: WAU/MAU of a chat read only (active_day, active_mask) of recent members.
+    __table_args__ = (Index("ix_member_recent", "chat_id", "active_day", "active_mask"),)
+
     chat_id: int = Field(sa_column=chat_fk(primary_key=True))
     user_id: int = Field(sa_type=BigInteger, primary_key=True)
     display_name: str = Field(default="", max_length=255)
@@ -78,24 +81,59 @@ class Member(SQLModel, table=True):
     status_changed_at: datetime | None = Field(default=None, sa_column=utc_column())
     last_active: datetime | None = Field(default=None, sa_column=utc_column())
     message_count: int = Field(default=0)
+    # Recent-activity state, so WAU/MAU need one roster row per member instead of 30 days of
+    # rollups: `active_day` is the latest chat-local day the member was active (date ordinal),
+    # bit k of `active_mask` means "active on active_day - k" (k < 62). See bot.activity.
+    active_day: int | None = Field(default=None)
+    active_mask: int = Field(default=0, sa_type=BigInteger)
 
 
 class DailyActivity(SQLModel, table=True):
     """Per (chat, user, chat-local day) rollup every KPI is computed from."""
 
     __tablename__ = "daily_activity"
-    __table_args__ = (Index("ix_daily_activity_chat_day", "chat_id", "day"),)
+    __table_args__ = (
+        Index("ix_daily_activity_chat_day", "chat_id", "day"),
+        # Join cohorts (retention) without scanning every member's day: joins are rare.
+        Index(
+            "ix_daily_activity_joined",
+            "chat_id",
+            "day",
+            sqlite_where=text("joins > 0"),
+            postgresql_where=text("joins > 0"),
+        ),
+    )
 
     chat_id: int = Field(sa_column=chat_fk(primary_key=True))
     user_id: int = Field(sa_type=BigInteger, primary_key=True)
     day: date = Field(primary_key=True)
     messages: int = Field(default=0)
+    first_message_at: datetime | None = Field(default=None, sa_column=utc_column())
     edits: int = Field(default=0)
     joins: int = Field(default=0)
     leaves: int = Field(default=0)
     checked_in: bool = Field(default=False)
     poll_answered: bool = Field(default=False)
     lottery_entered: bool = Field(default=False)
+
+
+class ChatDay(SQLModel, table=True):
+    """Per (chat, chat-local day) totals, kept by the same writers as the rollups.
+
+    Only additive counts live here (a report over many days reads one row per day); distinct
+    counts (DAU/WAU/MAU) come from the members' activity state. Participants = members with a
+    check-in, poll answer or lottery entry that day.
+    """
+
+    __tablename__ = "chat_day"
+
+    chat_id: int = Field(sa_column=chat_fk(primary_key=True))
+    day: date = Field(primary_key=True)
+    messages: int = Field(default=0)
+    joins: int = Field(default=0)
+    leaves: int = Field(default=0)
+    checkins: int = Field(default=0)
+    participants: int = Field(default=0)
 
 
 class ChatAdmin(SQLModel, table=True):
