@@ -24,7 +24,8 @@ from bot.operators import OperatorCheck
 from bot.services import SERVICES_KEY, BotContext, Services, services_of, system_clock
 from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor
-from handlers import connections, core, errors, membership
+from handlers import connections, core, errors, kpi, membership
+from schedules import digest
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,13 @@ FEATURES: list[ModuleType] = [
     membership,  # tracking: bot membership, joins/leaves, migrations, every message
     core,  # /start /help /language /settimezone
     connections,  # /groups: manage a group from a private chat
+    kpi,  # /stats /kpi /settarget /targets /digest
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
-SCHEDULES: list[ModuleType] = []
+SCHEDULES: list[ModuleType] = [
+    digest,  # daily and weekly digests
+]
 
 PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"
 

@@ -44,6 +44,7 @@ TEXT_LIMITS = {"text": 4096, "caption": 1024}
 class Call:
     method: str
     params: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)  # uploaded files by part name
 
 
 @dataclass
@@ -114,7 +115,10 @@ class RecordingRequest(BaseRequest):
         params = dict(request_data.parameters) if request_data else {}
         if api_method == "getMe":
             return self._ok(self.bot_user)
-        self.calls.append(Call(api_method, params))
+        files = _uploads(request_data)
+        for name in files:  # a file uploaded as the parameter itself (not attach://)
+            params.setdefault(name, f"<upload {name}>")
+        self.calls.append(Call(api_method, params, files))
         problems = contract_problems(api_method, params)
         if problems:
             self.violations.extend(problems)
@@ -199,6 +203,25 @@ class RecordingRequest(BaseRequest):
 
     def _answer_copyMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"message_id": next(self._message_ids)}
+
+    def _answer_sendPhoto(self, params: dict[str, Any]) -> dict[str, Any]:
+        photo = [
+            {"file_id": f"photo-{n}", "file_unique_id": f"u{n}", "width": 90, "height": 45}
+            for n in (next(self._message_ids),)
+        ]
+        extra = {"caption": visible_text(params["caption"])} if "caption" in params else {}
+        return self.message(params, photo=photo, **extra)
+
+
+def _uploads(request_data: RequestData | None) -> dict[str, bytes]:
+    """The bytes of files sent as multipart parts, by part name."""
+    if request_data is None or not getattr(request_data, "contains_files", False):
+        return {}
+    uploads = {}
+    for name, part in request_data.multipart_data.items():
+        content = part[1]
+        uploads[name] = content if isinstance(content, bytes) else content.read()
+    return uploads
 
 
 def admin_member(user: dict[str, Any], **rights: bool) -> dict[str, Any]:
