@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,7 +134,11 @@ def render_chart(spec: ChartSpec) -> bytes:
     )
     figure.subplots_adjust(left=0.07, right=0.93, top=0.92, bottom=0.08)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    with warnings.catch_warnings():
+        # Characters no installed font has (e.g. a Chinese group title without a CJK font)
+        # are drawn as boxes; that is not worth a warning per digest.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 

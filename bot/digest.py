@@ -25,7 +25,7 @@ from sqlalchemy import BigInteger, UniqueConstraint, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
 
-from bot.charts import ChartPoint, ChartSpec
+from bot.charts import ChartPoint, ChartSpec, cjk_font
 from bot.db import upsert
 from bot.i18n import t
 from bot.kpi import (
@@ -363,7 +363,7 @@ def format_change(metric: str, current: object, previous: object, lang: str) -> 
         return f"{'▲' if points > 0 else '▼'}{abs(points):.1f} pp"
     relative = change(current, previous)
     if relative is None:
-        return None if current == previous else ("▲" if current > previous else "▼") + "∞"
+        return None if current == previous else t(lang, "kpi.from_zero")
     if abs(relative) < 0.005:
         return "±0%"
     return f"{'▲' if relative > 0 else '▼'}{abs(relative) * 100:.0f}%"
@@ -639,8 +639,9 @@ async def compose(
         series = await weekly_series(session, chat_id, end, today=today)
     else:
         series = await day_series(session, chat_id, end - timedelta(days=29), end, today=today)
+    chart_lang = lang if lang != "zh" or cjk_font() is not None else "en"
     chart = chart_spec(
-        t(lang, f"kpi.chart.title_{kind}", group=title or str(chat_id)),
+        t(chart_lang, f"kpi.chart.title_{kind}", group=title or str(chat_id)),
         series,
         {k: v for k, v in goals.items() if kind == "daily"},
         lang,
@@ -724,6 +725,8 @@ def chart_spec(
     ]
     labels = {key: t(lang, f"kpi.chart.{key}") for key in ("dau", "messages", "joins", "leaves")}
     labels["target"] = t(lang, "kpi.chart.target")
+    if lang == "zh" and cjk_font() is None:  # no font to draw Chinese with: English labels
+        labels = {key: t("en", f"kpi.chart.{key}") for key in labels}
     return ChartSpec(
         title=title,
         points=points,

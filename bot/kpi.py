@@ -662,7 +662,7 @@ async def targets(session: AsyncSession, chat_id: int) -> dict[str, float]:
         select(KpiTarget.metric, KpiTarget.value).where(KpiTarget.chat_id == chat_id)
     )
     order = {m: i for i, m in enumerate(known_metrics())}
-    return dict(sorted(rows.tuples(), key=lambda item: order.get(item[0], len(order))))
+    return dict(sorted(rows.all(), key=lambda item: order.get(item[0], len(order))))
 
 
 def achievement(actual: float | int | None, target: float | None) -> float | None:
