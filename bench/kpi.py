@@ -137,18 +137,7 @@ def generate(path: Path, *, groups: int, members: int, events: int, days: int, s
         )
         for (u, d), v in rows.items()
     ]
-    activity_rows.sort(key=lambda r: (r[0], r[1], r[2]))
-    # The per-chat day totals the writers keep alongside the rollups.
-    totals: dict[tuple[int, str], list[int]] = {}
-    for r in activity_rows:
-        t = totals.setdefault((r[0], r[2]), [0, 0, 0, 0, 0])
-        t[0] += r[3]
-        t[1] += r[6]
-        t[2] += r[7]
-        t[3] += r[8]
-        t[4] += r[8] or r[9] or r[10]
-    chat_day_rows = [(c, d, *v) for (c, d), v in sorted(totals.items())]
-
+    activity_rows.sort(key=lambda r: (r[0], r[1], r[2]))  # chat_day totals: by the triggers
     # Roster with the recent-activity state, as the bot's writers leave it.
     last_day = np.full(members, -1)
     masks = np.zeros(members, dtype=object)
@@ -211,11 +200,6 @@ def generate(path: Path, *, groups: int, members: int, events: int, days: int, s
             " edits, joins, leaves, checked_in, poll_answered, lottery_entered)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             activity_rows,
-        )
-        connection.executemany(
-            "INSERT INTO chat_day (chat_id, day, messages, joins, leaves, checkins,"
-            " participants) VALUES (?,?,?,?,?,?,?)",
-            chat_day_rows,
         )
     connection.execute("ANALYZE")
     connection.close()
@@ -289,19 +273,32 @@ def duckdb_reference(
             [d],
         ).fetchone()
         out["wau"], out["mau"] = db.execute(
-            "SELECT count(DISTINCT user_id) FILTER (day > ? - 7),"
-            " count(DISTINCT user_id) FROM da WHERE active AND day BETWEEN ? - 29 AND ?",
+            "SELECT count(*) FILTER (last > ? - 7), count(*) FROM (SELECT user_id,"
+            " max(day) AS last FROM da WHERE active AND day BETWEEN ? - 29 AND ?"
+            " GROUP BY user_id)",
             [d, d, d],
         ).fetchone()
         out["stickiness"] = out["dau"] / out["mau"] if out["mau"] else 0.0
-        for name, span in (("retention_d1", 1), ("retention_d7", 7), ("retention_d30", 30)):
-            cohort, kept = db.execute(
-                "WITH c AS (SELECT DISTINCT user_id FROM da WHERE day = ? AND joins > 0)"
-                " SELECT (SELECT count(*) FROM c), count(DISTINCT da.user_id) FROM da"
-                " JOIN c USING (user_id) WHERE da.active AND da.day BETWEEN ? AND ?",
-                [d - span, d - span + 1, d],
-            ).fetchone()
-            out[name] = kept / cohort if cohort else None
+        # The cohorts whose D1/D7/D30 window closed on day d, in one query.
+        cohorts = {
+            j: (size, d1, d7, d30)
+            for j, size, d1, d7, d30 in db.execute(
+                "WITH c AS (SELECT DISTINCT user_id, day AS j FROM da"
+                " WHERE joins > 0 AND day IN (? - 1, ? - 7, ? - 30)),"
+                " back AS (SELECT c.j, c.user_id, min(da.day) AS first FROM c LEFT JOIN da"
+                " ON da.user_id = c.user_id AND da.active AND da.day > c.j"
+                " AND da.day <= c.j + 30 GROUP BY c.j, c.user_id)"
+                " SELECT j, count(*), count(*) FILTER (first <= j + 1),"
+                " count(*) FILTER (first <= j + 7), count(*) FILTER (first <= j + 30)"
+                " FROM back GROUP BY j",
+                [d, d, d],
+            ).fetchall()
+        }
+        for index, (name, span) in enumerate(
+            (("retention_d1", 1), ("retention_d7", 7), ("retention_d30", 30)), 1
+        ):
+            entry = cohorts.get(d - span)
+            out[name] = entry[index] / entry[0] if entry and entry[0] else None
         out["top"] = [
             (user_id, int(total))
             for user_id, total in db.execute(

@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, case, literal, select
+from sqlalchemy import ColumnElement, case, delete, func, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -277,10 +277,8 @@ class ActivityRecorder:
     ) -> None:
         member, activity = MEMBER_TABLE.c, ACTIVITY_TABLE.c
         states: dict[tuple[int, int], tuple[int, int]] = {}
-        totals: dict[tuple[int, date], int] = {}
         for (chat_id, user_id, day), c in days.items():
             if c[0]:
-                totals[(chat_id, day)] = totals.get((chat_id, day), 0) + c[0]
                 state = states.get((chat_id, user_id))
                 ordinal = day.toordinal()
                 states[(chat_id, user_id)] = (
@@ -299,7 +297,7 @@ class ActivityRecorder:
                 "active_day": state[0] if state else None,
                 "active_mask": state[1] if state else 0,
             }
-            for (chat_id, user_id), d in roster.items()
+            for (chat_id, user_id), d in sorted(roster.items(), key=_by_key)
             for state in (states.get((chat_id, user_id)),)
         ]
         day_rows = [
@@ -316,8 +314,10 @@ class ActivityRecorder:
                 "poll_answered": False,
                 "lottery_entered": False,
             }
-            for (chat_id, user_id, day), c in days.items()
+            for (chat_id, user_id, day), c in sorted(days.items(), key=_by_key)
         ]
+        # Rows go in key order, so concurrent writers (several processes on PostgreSQL) lock
+        # rows — and the chat_day totals their triggers update — in the same order.
         async with self._db.begin() as session:
             await upsert(
                 session,
@@ -364,16 +364,6 @@ class ActivityRecorder:
                         else_=activity.first_message_at,
                     ),
                 },
-            )
-            await upsert(
-                session,
-                CHAT_DAY_TABLE,
-                [
-                    {"chat_id": chat_id, "day": day, "messages": n}
-                    for (chat_id, day), n in totals.items()
-                ],
-                key=("chat_id", "day"),
-                update=lambda new: {"messages": CHAT_DAY_TABLE.c.messages + new.messages},
             )
 
     async def _redirect(
@@ -440,6 +430,11 @@ class ActivityRecorder:
         await self.flush()
 
 
+def _by_key(item: tuple[tuple[Any, ...], Any]) -> tuple[Any, ...]:
+    key = item[0]
+    return (key[0], key[2], key[1]) if len(key) == 3 else key  # (chat, day, user) for rollups
+
+
 def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
     if a is None:
         return b
@@ -471,15 +466,36 @@ async def _activity_row(session: AsyncSession, chat_id: int, user_id: int, day: 
     )
 
 
-async def _count_day(session: AsyncSession, chat_id: int, day: date, **increments: int) -> None:
-    """Add to the chat's totals of a day (chat_day), creating the row if needed."""
-    table = CHAT_DAY_TABLE
-    await upsert(
-        session,
-        table,
-        [{"chat_id": chat_id, "day": day, **increments}],
-        key=("chat_id", "day"),
-        update=lambda new: {name: table.c[name] + new[name] for name in increments},
+async def recompute_chat_days(session: AsyncSession, chat_id: int) -> None:
+    """Rebuild a chat's day totals from its rollups (after rows were merged into it)."""
+    da = ACTIVITY_TABLE.c
+    await session.execute(delete(ChatDay).where(ChatDay.chat_id == chat_id))
+    participated = or_(da.checked_in, da.poll_answered, da.lottery_entered)
+    await session.execute(
+        insert(CHAT_DAY_TABLE).from_select(
+            [
+                "chat_id",
+                "day",
+                "messages",
+                "active",
+                "joins",
+                "leaves",
+                "checkins",
+                "participants",
+            ],
+            select(
+                da.chat_id,
+                da.day,
+                func.sum(da.messages),
+                func.sum(case((or_(da.messages > 0, participated), 1), else_=0)),
+                func.sum(da.joins),
+                func.sum(da.leaves),
+                func.sum(case((da.checked_in, 1), else_=0)),
+                func.sum(case((participated, 1), else_=0)),
+            )
+            .where(da.chat_id == chat_id)
+            .group_by(da.chat_id, da.day),
+        )
     )
 
 
@@ -557,7 +573,6 @@ async def record_join(
     row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
     assert row is not None
     row.joins += 1
-    await _count_day(session, chat_id, day, joins=1)
     return True
 
 
@@ -584,7 +599,6 @@ async def record_leave(
     row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
     assert row is not None
     row.leaves += 1
-    await _count_day(session, chat_id, day, leaves=1)
     return True
 
 
@@ -607,18 +621,6 @@ async def mark_participation(
         member.active_day, member.active_mask, day.toordinal()
     )
     await _activity_row(session, chat_id, user_id, day)
-    row = await session.get(
-        DailyActivity,
-        (chat_id, user_id, day),
-        populate_existing=True,
-        with_for_update=_lock_rows(session),
-    )
+    row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
     assert row is not None
-    if getattr(row, kind):
-        return
-    increments = {"checkins": 1} if kind == "checked_in" else {}
-    if not (row.checked_in or row.poll_answered or row.lottery_entered):
-        increments["participants"] = 1
     setattr(row, kind, True)
-    if increments:
-        await _count_day(session, chat_id, day, **increments)

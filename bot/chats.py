@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import SQLModel
 
-from bot.models import Chat, ChatAdmin, ChatDay, ChatMigration, DailyActivity, Member
+from bot.models import Chat, ChatAdmin, ChatMigration, DailyActivity, Member
 
 log = logging.getLogger(__name__)
 
@@ -300,15 +300,24 @@ def _merge_member(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _merge_chat_day(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(new)
-    for column in ("messages", "joins", "leaves", "checkins", "participants"):
-        merged[column] = old[column] + new[column]
-    return merged
+MigrationHook = Callable[[AsyncSession, int, int], Awaitable[None]]
+_AFTER_MIGRATION: list[MigrationHook] = []
+
+
+def register_migration_hook(hook: MigrationHook) -> None:
+    """Run `hook(session, old_id, new_id)` after a migration moved every row (same
+    transaction), e.g. to rebuild derived totals of the merged chat."""
+    _AFTER_MIGRATION.append(hook)
+
+
+async def _rebuild_day_totals(session: AsyncSession, old_id: int, new_id: int) -> None:
+    from bot.activity import recompute_chat_days
+
+    await recompute_chat_days(session, new_id)
 
 
 register_migration_merge(DailyActivity.__tablename__, _merge_daily_activity)
-register_migration_merge(ChatDay.__tablename__, _merge_chat_day)
+register_migration_hook(_rebuild_day_totals)
 register_migration_merge(Member.__tablename__, _merge_member)
 register_migration_merge(ChatAdmin.__tablename__, lambda old, new: new)
 
@@ -364,6 +373,8 @@ async def migrate_chat(session: AsyncSession, old_id: int, new_id: int, *, now: 
 
     for table, column in _chat_references():
         await _move_rows(session, table, column, old_id, new_id)
+    for hook in _AFTER_MIGRATION:
+        await hook(session, old_id, new_id)
     await session.execute(delete(Chat).where(Chat.id == old_id))
     log.info("migrated chat %s to %s", old_id, new_id)
     return True

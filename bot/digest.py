@@ -671,15 +671,14 @@ async def day_series(
     session: AsyncSession, chat_id: int, start: date, end: date, *, today: date
 ) -> list[SeriesPoint]:
     """Daily DAU, messages, joins and leaves for the chart."""
-    from bot.kpi import activity_counts, day_totals
+    from bot.kpi import day_totals
 
     totals = await day_totals(session, chat_id, start, end)
-    counts = await activity_counts(session, chat_id, start, end, today)
     points = []
     for offset in range((end - start).days + 1):
         day = start + timedelta(days=offset)
-        messages, joins, leaves, _, _ = totals.get(day, (0, 0, 0, 0, 0))
-        points.append(SeriesPoint(day, counts[day][0], messages, joins, leaves))
+        messages, dau, joins, leaves, _, _ = totals.get(day, (0, 0, 0, 0, 0, 0))
+        points.append(SeriesPoint(day, dau, messages, joins, leaves))
     return points
 
 

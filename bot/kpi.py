@@ -27,8 +27,10 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Float,
+    String,
     and_,
     case,
+    cast,
     delete,
     func,
     literal_column,
@@ -152,12 +154,13 @@ CD = ChatDay.__table__.c  # type: ignore[attr-defined]
 
 async def day_totals(
     session: AsyncSession, chat_id: int, start: date, end: date
-) -> dict[date, tuple[int, int, int, int, int]]:
-    """(messages, joins, leaves, checkins, participants) per day, from the chat's day totals."""
+) -> dict[date, tuple[int, int, int, int, int, int]]:
+    """(messages, DAU, joins, leaves, checkins, participants) per day, from the chat's day
+    totals (kept by triggers on the rollups)."""
     rows = await session.execute(
-        select(CD.day, CD.messages, CD.joins, CD.leaves, CD.checkins, CD.participants).where(
-            CD.chat_id == chat_id, CD.day >= start, CD.day <= end
-        )
+        select(
+            CD.day, CD.messages, CD.active, CD.joins, CD.leaves, CD.checkins, CD.participants
+        ).where(CD.chat_id == chat_id, CD.day >= start, CD.day <= end)
     )
     return {row[0]: tuple(row[1:]) for row in rows}  # type: ignore[misc]
 
@@ -180,20 +183,22 @@ def _in_window(day: int, width: int) -> ColumnElement[int]:
 
 
 async def _one_day_from_state(
-    session: AsyncSession, chat_id: int, day: date
+    session: AsyncSession, chat_id: int, day: date, *, with_dau: bool = True
 ) -> tuple[int, int, int]:
-    """(DAU, WAU, MAU) of one day: three bit tests per roster row, counted in SQL."""
+    """(DAU, WAU, MAU) of one day: bit tests per recent roster row, counted in SQL.
+
+    Reports take DAU from the day totals (`with_dau=False` saves a test per row)."""
     ordinal = day.toordinal()
+    windows = (1, 7, 30) if with_dau else (7, 30)
     row = (
         await session.execute(
-            select(
-                func.sum(_in_window(ordinal, 1)),
-                func.sum(_in_window(ordinal, 7)),
-                func.sum(_in_window(ordinal, 30)),
-            ).where(MEMBER.chat_id == chat_id, MEMBER.active_day >= ordinal - 29)
+            select(*(func.sum(_in_window(ordinal, w)) for w in windows)).where(
+                MEMBER.chat_id == chat_id, MEMBER.active_day >= ordinal - 29
+            )
         )
     ).one()
-    return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
+    counts = [int(v or 0) for v in row]
+    return (counts[0], counts[1], counts[2]) if with_dau else (-1, counts[0], counts[1])
 
 
 def _windows_from_days(
@@ -226,15 +231,16 @@ async def _series_from_state(
     import numpy as np
 
     first = start.toordinal()
-    rows = (
-        await session.execute(
-            select(MEMBER.active_day, MEMBER.active_mask).where(
-                MEMBER.chat_id == chat_id, MEMBER.active_day >= first - 29
-            )
+    # One string instead of a row object per member: "day:mask,day:mask,…" (much cheaper to
+    # fetch for tens of thousands of members).
+    pair = cast(MEMBER.active_day, String) + ":" + cast(MEMBER.active_mask, String)
+    packed = await session.scalar(
+        select(func.aggregate_strings(pair, ",")).where(
+            MEMBER.chat_id == chat_id, MEMBER.active_day >= first - 29
         )
-    ).all()
-    last_day = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    masks = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+    )
+    values = np.array((packed or "").replace(":", ",").split(",") if packed else [], np.int64)
+    last_day, masks = values[0::2], values[1::2]
     # Unpack each mask into (member, day) pairs: bit k = active on last_day - k.
     bits = (masks[:, None] >> np.arange(MASK_DAYS, dtype=np.int64)[None, :]) & 1
     member_index, offset = np.nonzero(bits)
@@ -270,7 +276,8 @@ async def _series_from_rollups(
 async def activity_counts(
     session: AsyncSession, chat_id: int, start: date, end: date, today: date
 ) -> dict[date, tuple[int, int, int]]:
-    """(DAU, WAU, MAU) for each day of start..end.
+    """(DAU, WAU, MAU) for each day of start..end (DAU -1 when not computed: callers take it
+    from the day totals).
 
     From the members' activity state while it reaches back far enough (the last month),
     otherwise from the rollups; both count the same thing (see tests).
@@ -278,7 +285,7 @@ async def activity_counts(
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     if today - start <= timedelta(days=MASK_HORIZON):
         if start == end:
-            return {start: await _one_day_from_state(session, chat_id, start)}
+            return {start: await _one_day_from_state(session, chat_id, start, with_dau=False)}
         values = await _series_from_state(session, chat_id, start, end)
     else:
         values = await _series_from_rollups(session, chat_id, start, end)
@@ -318,33 +325,69 @@ async def cohorts(
         if day in members:
             members[day].add(user_id)
     users = sorted(set().union(*members.values()))
-    last = min(wanted[-1] + timedelta(days=30), today - timedelta(days=1))
-    active: dict[int, list[date]] = {}
+    if today - wanted[0] <= timedelta(days=MASK_DAYS - 2):
+        # Every window lies within the members' state: test their bit masks.
+        states = await _states(session, chat_id, users)
+
+        def came_back(user: int, joined: int, span: int) -> bool:
+            last, mask = states.get(user, (0, 0))
+            low, high = max(last - joined - span, 0), last - joined - 1  # bit k = day last-k
+            return high >= low and (mask >> low) & ((1 << (high - low + 1)) - 1) != 0
+    else:
+        last = min(wanted[-1] + timedelta(days=30), today - timedelta(days=1))
+        days_of = await _active_days_from_rollups(session, chat_id, users, wanted[0], last)
+
+        def came_back(user: int, joined: int, span: int) -> bool:
+            return any(joined < d <= joined + span for d in days_of.get(user, ()))
+
+    result = {}
+    for day, cohort in members.items():
+        entry = Cohort(day, len(cohort))
+        joined = day.toordinal()
+        for metric, span in RETENTION_DAYS.items():
+            if day + timedelta(days=span) >= today:
+                entry.retained[metric] = None
+                continue
+            entry.retained[metric] = sum(1 for user in cohort if came_back(user, joined, span))
+        result[day] = entry
+    return result
+
+
+async def _states(
+    session: AsyncSession, chat_id: int, users: Sequence[int]
+) -> dict[int, tuple[int, int]]:
+    """(active_day, active_mask) of some members."""
+    states: dict[int, tuple[int, int]] = {}
+    for chunk in _chunks(users, 500):
+        rows = await session.execute(
+            # By primary key (a condition on active_day would steer SQLite to scan the
+            # whole chat in ix_member_recent instead).
+            select(MEMBER.user_id, MEMBER.active_day, MEMBER.active_mask).where(
+                MEMBER.chat_id == chat_id, MEMBER.user_id.in_(chunk)
+            )
+        )
+        states.update((user_id, (last, mask)) for user_id, last, mask in rows if last is not None)
+    return states
+
+
+async def _active_days_from_rollups(
+    session: AsyncSession, chat_id: int, users: Sequence[int], after: date, last: date
+) -> dict[int, list[int]]:
+    """Active days (ordinals) of some members in (after, last], from the rollups."""
+    active: dict[int, list[int]] = {}
     for chunk in _chunks(users, 500):
         rows = await session.execute(
             select(DA.user_id, DA.day).where(
                 DA.chat_id == chat_id,
                 DA.user_id.in_(chunk),
-                DA.day > wanted[0],
+                DA.day > after,
                 DA.day <= last,
                 ACTIVE,
             )
         )
         for user_id, day in rows:
-            active.setdefault(user_id, []).append(day)
-    result = {}
-    for day, cohort in members.items():
-        entry = Cohort(day, len(cohort))
-        for metric, span in RETENTION_DAYS.items():
-            if day + timedelta(days=span) >= today:
-                entry.retained[metric] = None
-                continue
-            first, until = day + timedelta(days=1), day + timedelta(days=span)
-            entry.retained[metric] = sum(
-                1 for user in cohort if any(first <= d <= until for d in active.get(user, ()))
-            )
-        result[day] = entry
-    return result
+            active.setdefault(user_id, []).append(day.toordinal())
+    return active
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
@@ -388,12 +431,12 @@ async def daily_kpis(
     sees_all, since = visibility_info or await visibility(session, chat_id)
     totals = await day_totals(session, chat_id, start, end)
     counts = await activity_counts(session, chat_id, start, end, today)
-    joined = [day for day, total in totals.items() if total[1]]
+    joined = [day for day, total in totals.items() if total[2]]
     groups = await cohorts(session, chat_id, [*joined, *extra_cohorts], today)
     rows = []
     for day in days:
-        messages, joins, leaves, checkins, participants = totals.get(day, (0, 0, 0, 0, 0))
-        dau, wau, mau = counts[day]
+        messages, dau, joins, leaves, checkins, participants = totals.get(day, (0, 0, 0, 0, 0, 0))
+        wau, mau = counts[day][1:]
         row = DayKpis(
             day=day,
             messages=messages,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, text
+from sqlalchemy import DDL, BigInteger, Column, ForeignKey, Index, event, text
 from sqlmodel import Field, SQLModel
 
 from bot.db import UTCDateTime
@@ -118,11 +118,13 @@ class DailyActivity(SQLModel, table=True):
 
 
 class ChatDay(SQLModel, table=True):
-    """Per (chat, chat-local day) totals, kept by the same writers as the rollups.
+    """Per (chat, chat-local day) totals of `daily_activity`, kept by database triggers.
 
-    Only additive counts live here (a report over many days reads one row per day); distinct
-    counts (DAU/WAU/MAU) come from the members' activity state. Participants = members with a
-    check-in, poll answer or lottery entry that day.
+    A report over many days reads one row per day instead of every member's rows. The
+    triggers (below) apply each rollup row's change, so every writer — the activity flush,
+    joins, leaves, participation, migrations, erasure — keeps them exact at no cost to the
+    Python side. `active` = members active that day (DAU); `participants` = members with a
+    check-in, poll answer or lottery entry.
     """
 
     __tablename__ = "chat_day"
@@ -130,10 +132,98 @@ class ChatDay(SQLModel, table=True):
     chat_id: int = Field(sa_column=chat_fk(primary_key=True))
     day: date = Field(primary_key=True)
     messages: int = Field(default=0)
+    active: int = Field(default=0)
     joins: int = Field(default=0)
     leaves: int = Field(default=0)
     checkins: int = Field(default=0)
     participants: int = Field(default=0)
+
+
+def _totals_of(row: str, *, pg: bool) -> dict[str, str]:
+    """What one daily_activity row (NEW or OLD) adds to its chat_day row, as SQL."""
+    cast = "::int" if pg else ""
+    return {
+        "messages": f"{row}.messages",
+        "active": f"({row}.messages > 0 OR {row}.checked_in OR {row}.poll_answered"
+        f" OR {row}.lottery_entered){cast}",
+        "joins": f"{row}.joins",
+        "leaves": f"{row}.leaves",
+        "checkins": f"({row}.checked_in){cast}",
+        "participants": f"({row}.checked_in OR {row}.poll_answered OR {row}.lottery_entered)"
+        f"{cast}",
+    }
+
+
+def _add(row: str, *, pg: bool) -> str:
+    values = _totals_of(row, pg=pg)
+    return (
+        f"INSERT INTO chat_day (chat_id, day, {', '.join(values)})"
+        f" VALUES ({row}.chat_id, {row}.day, {', '.join(values.values())})"
+        " ON CONFLICT (chat_id, day) DO UPDATE SET "
+        + ", ".join(f"{c} = chat_day.{c} + excluded.{c}" for c in values)
+    )
+
+
+def _subtract(row: str, *, pg: bool) -> str:
+    values = _totals_of(row, pg=pg)
+    return (
+        "UPDATE chat_day SET "
+        + ", ".join(f"{c} = {c} - {v}" for c, v in values.items())
+        + f" WHERE chat_id = {row}.chat_id AND day = {row}.day"
+    )
+
+
+def _change(*, pg: bool) -> str:
+    new, old = _totals_of("NEW", pg=pg), _totals_of("OLD", pg=pg)
+    return (
+        "UPDATE chat_day SET "
+        + ", ".join(f"{c} = {c} + {new[c]} - {old[c]}" for c in new)
+        + " WHERE chat_id = NEW.chat_id AND day = NEW.day"
+    )
+
+
+SAME_DAY_ROW = "OLD.chat_id = NEW.chat_id AND OLD.day = NEW.day"
+CHAT_DAY_TRIGGERS_SQLITE = [
+    f"CREATE TRIGGER chat_day_insert AFTER INSERT ON daily_activity BEGIN {_add('NEW', pg=False)};"
+    " END",
+    f"CREATE TRIGGER chat_day_update AFTER UPDATE ON daily_activity WHEN {SAME_DAY_ROW}"
+    f" BEGIN {_change(pg=False)}; END",
+    f"CREATE TRIGGER chat_day_move AFTER UPDATE ON daily_activity WHEN NOT ({SAME_DAY_ROW})"
+    f" BEGIN {_subtract('OLD', pg=False)}; {_add('NEW', pg=False)}; END",
+    f"CREATE TRIGGER chat_day_delete AFTER DELETE ON daily_activity BEGIN"
+    f" {_subtract('OLD', pg=False)}; END",
+]
+CHAT_DAY_TRIGGERS_POSTGRESQL = [
+    "CREATE OR REPLACE FUNCTION chat_day_totals() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    f" IF TG_OP = 'UPDATE' AND {SAME_DAY_ROW} THEN {_change(pg=True)}; RETURN NULL; END IF;"
+    f" IF TG_OP <> 'INSERT' THEN {_subtract('OLD', pg=True)}; END IF;"
+    f" IF TG_OP <> 'DELETE' THEN {_add('NEW', pg=True)}; END IF;"
+    " RETURN NULL; END $$",
+    "CREATE TRIGGER chat_day_totals AFTER INSERT OR UPDATE OR DELETE ON daily_activity"
+    " FOR EACH ROW EXECUTE FUNCTION chat_day_totals()",
+]
+CHAT_DAY_TRIGGERS_DROP = {
+    "sqlite": [
+        f"DROP TRIGGER IF EXISTS chat_day_{name}"
+        for name in ("insert", "update", "move", "delete")
+    ],
+    "postgresql": [
+        "DROP TRIGGER IF EXISTS chat_day_totals ON daily_activity",
+        "DROP FUNCTION IF EXISTS chat_day_totals()",
+    ],
+}
+
+
+def chat_day_triggers(dialect: str) -> list[str]:
+    """The DDL creating the chat_day triggers (used by create_all and by the migration)."""
+    return CHAT_DAY_TRIGGERS_POSTGRESQL if dialect == "postgresql" else CHAT_DAY_TRIGGERS_SQLITE
+
+
+for _dialect in ("sqlite", "postgresql"):
+    for _statement in chat_day_triggers(_dialect):
+        event.listen(
+            SQLModel.metadata, "after_create", DDL(_statement).execute_if(dialect=_dialect)
+        )
 
 
 class ChatAdmin(SQLModel, table=True):

@@ -154,7 +154,14 @@ async def test_day_totals_match_the_member_rollups(tg):
     await feed_history(tg)
     async with tg.db() as session:
         totals = {
-            row.day: (row.messages, row.joins, row.leaves, row.checkins, row.participants)
+            row.day: (
+                row.messages,
+                row.active,
+                row.joins,
+                row.leaves,
+                row.checkins,
+                row.participants,
+            )
             for row in await session.scalars(select(ChatDay).where(ChatDay.chat_id == CHAT_ID))
         }
         rollups = (
@@ -162,6 +169,7 @@ async def test_day_totals_match_the_member_rollups(tg):
                 select(
                     DailyActivity.day,
                     func.sum(DailyActivity.messages),
+                    func.sum(kpi._flag(kpi.ACTIVE)),
                     func.sum(DailyActivity.joins),
                     func.sum(DailyActivity.leaves),
                     func.sum(kpi._flag(DailyActivity.checked_in)),

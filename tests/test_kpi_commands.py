@@ -190,13 +190,19 @@ async def test_upgrade_backfills_state_and_totals_from_existing_rollups(tmp_path
     with sqlite3.connect(tmp_path / "old.db") as db:
         state = db.execute("SELECT active_day, active_mask FROM member").fetchone()
         totals = db.execute(
-            "SELECT day, messages, joins, leaves, checkins, participants FROM chat_day"
+            "SELECT day, messages, active, joins, leaves, checkins, participants FROM chat_day"
             " ORDER BY day"
         ).fetchall()
     assert state == (date(2026, 11, 4).toordinal(), 0b101)
     assert totals == [
-        ("2026-11-02", 2, 1, 0, 0, 0),
-        ("2026-11-04", 0, 0, 0, 1, 1),
-        ("2026-11-05", 0, 0, 1, 0, 0),
+        ("2026-11-02", 2, 1, 1, 0, 0, 0),
+        ("2026-11-04", 0, 1, 0, 0, 1, 1),
+        ("2026-11-05", 0, 0, 0, 1, 0, 0),
     ]
+    # From now on the triggers keep the totals: one more message on day 2.
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.execute("UPDATE daily_activity SET messages = messages + 1 WHERE day = '2026-11-02'")
+        assert db.execute(
+            "SELECT messages, active FROM chat_day WHERE day = '2026-11-02'"
+        ).fetchone() == (3, 1)
     assert day(0) == date(2026, 11, 2)
