@@ -127,7 +127,7 @@ def generate(path: Path, *, groups: int, members: int, events: int, days: int, s
             int(user_ids[u]),
             day_texts[d],
             v[0],
-            stamp(v[1]),
+            None if v[1] is None else int(v[1].timestamp()),
             0,
             v[2],
             v[3],
@@ -196,7 +196,7 @@ def generate(path: Path, *, groups: int, members: int, events: int, days: int, s
             sorted(member_rows),
         )
         connection.executemany(
-            "INSERT INTO daily_activity (chat_id, user_id, day, messages, first_message_at,"
+            "INSERT INTO daily_activity (chat_id, user_id, day, messages, first_message_ts,"
             " edits, joins, leaves, checked_in, poll_answered, lottery_entered)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             activity_rows,
@@ -242,7 +242,7 @@ def duckdb_reference(
             keep
         ],
         "messages": np.array([r[3] for r in rows], dtype=np.int64)[keep],
-        "first_at": np.array([r[4] or "9999" for r in rows])[keep],
+        "first_at": np.array([r[4] or 2**62 for r in rows], dtype=np.int64)[keep],
         "joins": np.array([r[6] for r in rows], dtype=np.int64)[keep],
         "leaves": np.array([r[7] for r in rows], dtype=np.int64)[keep],
         "checked_in": np.array([r[8] for r in rows], dtype=bool)[keep],

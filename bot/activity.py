@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, case, delete, func, insert, literal, or_, select
+from sqlalchemy import ColumnElement, case, delete, func, insert, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -77,10 +77,17 @@ def merge_states(
     return day_a, mask_a | (((mask_b << shift) & FULL_MASK) if shift < MASK_DAYS else 0)
 
 
+# Constants inlined in the SQL text: bound literals would be copied into every row's
+# parameters of the flush's executemany.
+_DAYS_SQL = literal_column(str(MASK_DAYS))
+_FULL_SQL = literal_column(str(FULL_MASK))
+_ZERO_SQL = literal_column("0")
+
+
 def _shifted(mask: ColumnElement[int], shift: ColumnElement[int]) -> ColumnElement[int]:
     return case(
-        (shift >= MASK_DAYS, literal(0)),
-        else_=mask.bitwise_lshift(shift).bitwise_and(FULL_MASK),
+        (shift >= _DAYS_SQL, _ZERO_SQL),
+        else_=mask.bitwise_lshift(shift).bitwise_and(_FULL_SQL),
     )
 
 
@@ -162,13 +169,15 @@ class ActivityRecorder:
         """Count one message (or edit) of a member; cheap enough for every group message."""
         counts = self._days.get((chat_id, user_id, day))
         if counts is None:
-            counts = self._days[(chat_id, user_id, day)] = [0, 0, None]
-        if edited:
+            # [messages, edits, first message]: a chat's updates arrive in order, so the
+            # first message recorded for a day is its earliest (the flush keeps the minimum).
+            self._days[(chat_id, user_id, day)] = [0, 1, None] if edited else [1, 0, when]
+        elif edited:
             counts[1] += 1
         else:
             counts[0] += 1
-            if counts[2] is None or when < counts[2]:
-                counts[2] = when  # the day's first message (ties in top contributors)
+            if counts[2] is None:
+                counts[2] = when
         delta = self._roster.get((chat_id, user_id))
         if delta is None:
             self._roster[(chat_id, user_id)] = _RosterDelta(
@@ -306,7 +315,7 @@ class ActivityRecorder:
                 "user_id": user_id,
                 "day": day,
                 "messages": c[0],
-                "first_message_at": c[2],
+                "first_message_ts": None if c[2] is None else int(c[2].timestamp()),
                 "edits": c[1],
                 "joins": 0,
                 "leaves": 0,
@@ -355,13 +364,13 @@ class ActivityRecorder:
                 update=lambda new: {
                     "messages": activity.messages + new.messages,
                     "edits": activity.edits + new.edits,
-                    "first_message_at": case(
-                        (activity.first_message_at.is_(None), new.first_message_at),
+                    "first_message_ts": case(
+                        (activity.first_message_ts.is_(None), new.first_message_ts),
                         (
-                            new.first_message_at < activity.first_message_at,
-                            new.first_message_at,
+                            new.first_message_ts < activity.first_message_ts,
+                            new.first_message_ts,
                         ),
-                        else_=activity.first_message_at,
+                        else_=activity.first_message_ts,
                     ),
                 },
             )

@@ -277,9 +277,9 @@ def _merge_daily_activity(old: dict[str, Any], new: dict[str, Any]) -> dict[str,
         merged[column] = old[column] + new[column]
     for column in ("checked_in", "poll_answered", "lottery_entered"):
         merged[column] = old[column] or new[column]
-    if "first_message_at" in old:
-        firsts = [v for v in (old["first_message_at"], new["first_message_at"]) if v is not None]
-        merged["first_message_at"] = min(firsts, default=None)
+    if "first_message_ts" in old:
+        firsts = [v for v in (old["first_message_ts"], new["first_message_ts"]) if v is not None]
+        merged["first_message_ts"] = min(firsts, default=None)
     return merged
 
 

@@ -360,8 +360,7 @@ async def _states(
     states: dict[int, tuple[int, int]] = {}
     for chunk in _chunks(users, 500):
         rows = await session.execute(
-            # By primary key (a condition on active_day would steer SQLite to scan the
-            # whole chat in ix_member_recent instead).
+            # By primary key only (a condition on active_day could steer the planner away).
             select(MEMBER.user_id, MEMBER.active_day, MEMBER.active_mask).where(
                 MEMBER.chat_id == chat_id, MEMBER.user_id.in_(chunk)
             )
@@ -473,11 +472,11 @@ async def top_contributors(
 ) -> list[Contributor]:
     """Members ranked by messages over start..end; ties go to the earlier first message."""
     if start == end:  # one day: one row per member, no grouping needed
-        total, first = DA.messages, DA.first_message_at
+        total, first = DA.messages, DA.first_message_ts
         query = select(DA.user_id, total, first).where(DA.day == start)
     else:
         total = func.sum(DA.messages).label("total")
-        first = func.min(DA.first_message_at).label("first")
+        first = func.min(DA.first_message_ts).label("first")
         query = (
             select(DA.user_id, total, first)
             .where(DA.day >= start, DA.day <= end)

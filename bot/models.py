@@ -66,9 +66,6 @@ class ChatMigration(SQLModel, table=True):
 class Member(SQLModel, table=True):
     """The roster: one row per (chat, user) ever seen in the group."""
 
-    # Covering index: WAU/MAU of a chat read only (active_day, active_mask) of recent members.
-    __table_args__ = (Index("ix_member_recent", "chat_id", "active_day", "active_mask"),)
-
     chat_id: int = Field(sa_column=chat_fk(primary_key=True))
     user_id: int = Field(sa_type=BigInteger, primary_key=True)
     display_name: str = Field(default="", max_length=255)
@@ -108,7 +105,9 @@ class DailyActivity(SQLModel, table=True):
     user_id: int = Field(sa_type=BigInteger, primary_key=True)
     day: date = Field(primary_key=True)
     messages: int = Field(default=0)
-    first_message_at: datetime | None = Field(default=None, sa_column=utc_column())
+    # Unix time of the day's first message (ties in top contributors); an integer, so the
+    # activity flush binds it without a type conversion per row.
+    first_message_ts: int | None = Field(default=None, sa_type=BigInteger)
     edits: int = Field(default=0)
     joins: int = Field(default=0)
     leaves: int = Field(default=0)

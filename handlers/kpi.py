@@ -25,8 +25,6 @@ from bot.digest import (
 from bot.i18n import t
 from bot.kpi import (
     FEATURE_METRICS,
-    MASK_HORIZON,
-    DayKpis,
     achievement,
     clear_target,
     daily_kpis,
@@ -395,4 +393,4 @@ def register(app: Application) -> None:
     )
 
 
-__all__ = ["COMMANDS", "DayKpis", "MASK_HORIZON", "parse_period", "register"]
+__all__ = ["COMMANDS", "parse_period", "register"]

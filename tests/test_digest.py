@@ -227,6 +227,19 @@ async def test_one_failing_group_does_not_stop_the_others(tg):
     assert len(photos(tg.api, second["id"])) == 1 and tg.api.sent_texts(second["id"])
 
 
+async def test_digest_says_when_figures_are_partial(tg):
+    tg.clock.set(at(-1, 8))
+    await tg.feed(f.my_chat_member(GROUP, ADMIN, "left", "member", date=tg.now()))  # privacy on
+    tg.api.set_admins(CHAT_ID, ADMIN)
+    await feed_history(tg)
+    tg.clock.set(at(10, 8))
+    tg.api.clear()
+    await tg.feed(f.message(GROUP, ADMIN, "/digest now", date=tg.now()))
+    text = tg.api.sent_texts(CHAT_ID)[0]
+    assert "Messages: <b>1</b>*" in text and "Joined: <b>0</b>*" not in text
+    assert "* Partial: I can't see every message" in text
+
+
 def test_spread_offsets_are_stable_and_within_the_window():
     offsets = {spread_offset(-1001000000000 - n) for n in range(200)}
     assert all(timedelta(0) <= o < timedelta(seconds=SPREAD_SECONDS) for o in offsets)
