@@ -8,9 +8,10 @@ written directly, inside the caller's transaction.
 
 Besides the rollups, each roster row keeps a small recent-activity state: the latest day the
 member was active (`active_day`, a date ordinal) and a bit mask of the days before it
-(`active_mask`, bit k = active on active_day - k). Both writers keep it current, so "active in
-the last 7/30 days" (WAU, MAU) is one bit test per member instead of a scan of 30 days of
-rollups. The rollups remain the record; the state is derived from the same events.
+(`active_mask`, bit k = active on active_day - k), so "active in the last 7/30 days" (WAU,
+MAU) is one bit test per member instead of a scan of 30 days of rollups; and each chat has
+day totals (`chat_day`). Database triggers on `daily_activity` keep both (see bot.models), so
+every writer keeps them exact and the flush pays nothing for them in Python.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, case, delete, func, insert, literal_column, or_, select
+from sqlalchemy import case, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -77,42 +78,6 @@ def merge_states(
     return day_a, mask_a | (((mask_b << shift) & FULL_MASK) if shift < MASK_DAYS else 0)
 
 
-# Constants inlined in the SQL text: bound literals would be copied into every row's
-# parameters of the flush's executemany.
-_DAYS_SQL = literal_column(str(MASK_DAYS))
-_FULL_SQL = literal_column(str(FULL_MASK))
-_ZERO_SQL = literal_column("0")
-
-
-def _shifted(mask: ColumnElement[int], shift: ColumnElement[int]) -> ColumnElement[int]:
-    return case(
-        (shift >= _DAYS_SQL, _ZERO_SQL),
-        else_=mask.bitwise_lshift(shift).bitwise_and(_FULL_SQL),
-    )
-
-
-def merge_state_sql(
-    old_day: ColumnElement[int],
-    old_mask: ColumnElement[int],
-    new_day: ColumnElement[int],
-    new_mask: ColumnElement[int],
-) -> tuple[ColumnElement[int], ColumnElement[int]]:
-    """`merge_states` as SQL, for an upsert's SET clause (old row, `excluded` row)."""
-    day = case(
-        (new_day.is_(None), old_day),
-        (old_day.is_(None), new_day),
-        (new_day > old_day, new_day),
-        else_=old_day,
-    )
-    mask = case(
-        (new_day.is_(None), old_mask),
-        (old_day.is_(None), new_mask),
-        (new_day >= old_day, new_mask.bitwise_or(_shifted(old_mask, new_day - old_day))),
-        else_=old_mask.bitwise_or(_shifted(new_mask, old_day - new_day)),
-    )
-    return day, mask
-
-
 def local_day(moment: datetime, tz: ZoneInfo) -> date:
     """The chat-local calendar day of a UTC moment."""
     return moment.astimezone(tz).date()
@@ -142,6 +107,11 @@ class ActivityRecorder:
         interval: float = 1.0,
     ) -> None:
         self._db = db
+        bind = db.kw.get("bind")
+        # Several PostgreSQL writers lock rows (and the chat_day totals their triggers update)
+        # in the order given: sort batches so they all use the same order. SQLite writers
+        # take turns (BEGIN IMMEDIATE), so the sort is skipped there.
+        self._ordered = bind is not None and bind.dialect.name == "postgresql"
         self.max_pending = max_pending
         self.interval = interval
         self._days: dict[tuple[int, int, date], list[Any]] = {}
@@ -285,14 +255,6 @@ class ActivityRecorder:
         roster: dict[tuple[int, int], _RosterDelta],
     ) -> None:
         member, activity = MEMBER_TABLE.c, ACTIVITY_TABLE.c
-        states: dict[tuple[int, int], tuple[int, int]] = {}
-        for (chat_id, user_id, day), c in days.items():
-            if c[0]:
-                state = states.get((chat_id, user_id))
-                ordinal = day.toordinal()
-                states[(chat_id, user_id)] = (
-                    fold_day(state[0], state[1], ordinal) if state else (ordinal, 1)
-                )
         roster_rows = [
             {
                 "chat_id": chat_id,
@@ -303,11 +265,8 @@ class ActivityRecorder:
                 "first_seen": d.first_seen,
                 "last_active": d.last_active,
                 "message_count": d.messages,
-                "active_day": state[0] if state else None,
-                "active_mask": state[1] if state else 0,
             }
-            for (chat_id, user_id), d in sorted(roster.items(), key=_by_key)
-            for state in (states.get((chat_id, user_id)),)
+            for (chat_id, user_id), d in _in_order(roster.items(), self._ordered)
         ]
         day_rows = [
             {
@@ -323,10 +282,8 @@ class ActivityRecorder:
                 "poll_answered": False,
                 "lottery_entered": False,
             }
-            for (chat_id, user_id, day), c in sorted(days.items(), key=_by_key)
+            for (chat_id, user_id, day), c in _in_order(days.items(), self._ordered)
         ]
-        # Rows go in key order, so concurrent writers (several processes on PostgreSQL) lock
-        # rows — and the chat_day totals their triggers update — in the same order.
         async with self._db.begin() as session:
             await upsert(
                 session,
@@ -341,18 +298,6 @@ class ActivityRecorder:
                         (member.last_active.is_(None), new.last_active),
                         (new.last_active > member.last_active, new.last_active),
                         else_=member.last_active,
-                    ),
-                    **dict(
-                        zip(
-                            ("active_day", "active_mask"),
-                            merge_state_sql(
-                                member.active_day,
-                                member.active_mask,
-                                new.active_day,
-                                new.active_mask,
-                            ),
-                            strict=True,
-                        )
                     ),
                 },
             )
@@ -437,6 +382,10 @@ class ActivityRecorder:
             with contextlib.suppress(Exception):
                 await self._size_flush
         await self.flush()
+
+
+def _in_order(items: Any, ordered: bool) -> Any:
+    return sorted(items, key=_by_key) if ordered else items
 
 
 def _by_key(item: tuple[tuple[Any, ...], Any]) -> tuple[Any, ...]:
@@ -626,9 +575,6 @@ async def mark_participation(
     member = await _roster_row(session, chat_id, user_id, name, username, when)
     if member.last_active is None or when > member.last_active:
         member.last_active = when
-    member.active_day, member.active_mask = fold_day(
-        member.active_day, member.active_mask, day.toordinal()
-    )
     await _activity_row(session, chat_id, user_id, day)
     row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
     assert row is not None

@@ -181,7 +181,38 @@ def _change(*, pg: bool) -> str:
     )
 
 
+def _active(row: str) -> str:
+    return (
+        f"({row}.messages > 0 OR {row}.checked_in OR {row}.poll_answered OR {row}.lottery_entered)"
+    )
+
+
+def _fold_member_state(*, pg: bool) -> str:
+    """Add NEW.day to the member's recent-activity state (as bot.activity.fold_day does)."""
+    day = (
+        "(NEW.day - DATE '0001-01-01' + 1)"
+        if pg
+        else "CAST(julianday(NEW.day) - 1721424.5 AS INTEGER)"
+    )
+    one = "CAST(1 AS BIGINT)" if pg else "1"
+    full = (1 << 62) - 1
+    return (
+        "UPDATE member SET active_mask = CASE"
+        " WHEN active_day IS NULL THEN 1"
+        f" WHEN {day} >= active_day THEN (CASE WHEN {day} - active_day >= 62 THEN 0"
+        f" ELSE (active_mask << ({day} - active_day)) & {full} END) | 1"
+        f" WHEN active_day - {day} < 62 THEN active_mask | ({one} << (active_day - {day}))"
+        " ELSE active_mask END,"
+        f" active_day = CASE WHEN active_day IS NULL OR {day} > active_day THEN {day}"
+        " ELSE active_day END"
+        " WHERE chat_id = NEW.chat_id AND user_id = NEW.user_id"
+    )
+
+
 SAME_DAY_ROW = "OLD.chat_id = NEW.chat_id AND OLD.day = NEW.day"
+# The member state changes only when a rollup row becomes active (a member's first message,
+# check-in, vote or entry of the day), so most flushed rows skip it.
+BECAME_ACTIVE = f"{_active('NEW')} AND NOT ({_active('OLD')} AND {SAME_DAY_ROW})"
 CHAT_DAY_TRIGGERS_SQLITE = [
     f"CREATE TRIGGER chat_day_insert AFTER INSERT ON daily_activity BEGIN {_add('NEW', pg=False)};"
     " END",
@@ -191,9 +222,17 @@ CHAT_DAY_TRIGGERS_SQLITE = [
     f" BEGIN {_subtract('OLD', pg=False)}; {_add('NEW', pg=False)}; END",
     f"CREATE TRIGGER chat_day_delete AFTER DELETE ON daily_activity BEGIN"
     f" {_subtract('OLD', pg=False)}; END",
+    f"CREATE TRIGGER member_state_insert AFTER INSERT ON daily_activity WHEN {_active('NEW')}"
+    f" BEGIN {_fold_member_state(pg=False)}; END",
+    f"CREATE TRIGGER member_state_update AFTER UPDATE ON daily_activity WHEN {BECAME_ACTIVE}"
+    f" BEGIN {_fold_member_state(pg=False)}; END",
 ]
 CHAT_DAY_TRIGGERS_POSTGRESQL = [
     "CREATE OR REPLACE FUNCTION chat_day_totals() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    f" IF TG_OP = 'INSERT' THEN IF {_active('NEW')} THEN {_fold_member_state(pg=True)};"
+    " END IF;"
+    f" ELSIF TG_OP = 'UPDATE' THEN IF {BECAME_ACTIVE} THEN {_fold_member_state(pg=True)};"
+    " END IF; END IF;"
     f" IF TG_OP = 'UPDATE' AND {SAME_DAY_ROW} THEN {_change(pg=True)}; RETURN NULL; END IF;"
     f" IF TG_OP <> 'INSERT' THEN {_subtract('OLD', pg=True)}; END IF;"
     f" IF TG_OP <> 'DELETE' THEN {_add('NEW', pg=True)}; END IF;"
@@ -203,8 +242,15 @@ CHAT_DAY_TRIGGERS_POSTGRESQL = [
 ]
 CHAT_DAY_TRIGGERS_DROP = {
     "sqlite": [
-        f"DROP TRIGGER IF EXISTS chat_day_{name}"
-        for name in ("insert", "update", "move", "delete")
+        f"DROP TRIGGER IF EXISTS {name}"
+        for name in (
+            "chat_day_insert",
+            "chat_day_update",
+            "chat_day_move",
+            "chat_day_delete",
+            "member_state_insert",
+            "member_state_update",
+        )
     ],
     "postgresql": [
         "DROP TRIGGER IF EXISTS chat_day_totals ON daily_activity",

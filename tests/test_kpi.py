@@ -78,6 +78,7 @@ async def test_every_kpi_matches_the_hand_computed_history(tg):
     assert top[0].name == "Ann <b>"  # stored raw; escaped where rendered
 
 
+@both_databases
 async def test_retention_is_null_until_measurable(tg):
     await add_bot(tg)
     await feed_history(tg)
@@ -130,6 +131,7 @@ async def test_period_snapshot_combines_days_as_documented(tg):
     assert week.get("retention_d1") == 0.5
 
 
+@both_databases
 async def test_activity_state_and_rollups_give_the_same_counts(tg):
     """WAU/MAU come from the roster's bit masks for recent days and from the rollups for old
     ones; both must equal the hand-computed values on every day."""
@@ -149,6 +151,7 @@ async def test_activity_state_and_rollups_give_the_same_counts(tg):
             assert mau == want["mau"], n
 
 
+@both_databases
 async def test_day_totals_match_the_member_rollups(tg):
     await add_bot(tg)
     await feed_history(tg)
@@ -182,6 +185,7 @@ async def test_day_totals_match_the_member_rollups(tg):
     assert totals == {r[0]: tuple(int(v) for v in r[1:]) for r in rollups}
 
 
+@both_databases
 async def test_participation_flags_count_once(tg):
     await add_bot(tg)
     await feed_history(tg)
@@ -227,6 +231,7 @@ def test_fold_and_merge_agree_with_a_brute_force_mask():
         assert merge_states(*left, *right) == brute_state(days)
 
 
+@both_databases
 async def test_flush_keeps_the_state_for_messages_in_any_order(tg):
     """Late messages (queued while down, stamped days ago) and several days in one batch."""
     await add_bot(tg)
@@ -243,6 +248,7 @@ async def test_flush_keeps_the_state_for_messages_in_any_order(tg):
     assert (row.active_day, row.active_mask) == brute_state(expected_days)
 
 
+@both_databases
 async def test_migration_merges_state_and_totals(tg):
     old = f.group(-4001, "Old", type="group")
     new = f.group(-1004001, "Old", type="supergroup")
