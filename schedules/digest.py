@@ -87,6 +87,8 @@ async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
             log.exception("digest catch-up failed for chat %s", schedule.chat_id)
         schedule_jobs(app, schedule, info)
     if app.job_queue is not None:
+        for job in app.job_queue.get_jobs_by_name("digest:sync"):
+            job.schedule_removal()
         app.job_queue.run_repeating(
             _sync_job, interval=SYNC_INTERVAL, first=SYNC_INTERVAL, name="digest:sync"
         )

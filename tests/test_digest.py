@@ -331,6 +331,22 @@ async def test_digest_settings_status_off_and_errors(tg):
     assert (row.daily_at, row.weekly_at) == (None, None)
 
 
+async def test_sync_job_picks_up_schedules_changed_elsewhere(tg):
+    await add_bot(tg)
+    tg.clock.set(at(10, 8))
+    await jobs.on_startup(tg.app)
+    await jobs.on_startup(tg.app)
+    (sync,) = tg.app.job_queue.get_jobs_by_name("digest:sync")
+    async with tg.services.db.begin() as session:  # another process set a schedule
+        session.add(DigestSchedule(chat_id=CHAT_ID, daily_at="07:30", updated_at=tg.now()))
+    await sync.run(tg.app)
+    assert digest_job(tg).data.due.due_at == at(11, 7, 30) + spread_offset(CHAT_ID)
+    async with tg.services.db.begin() as session:
+        await session.delete(await session.get(DigestSchedule, CHAT_ID))
+    await sync.run(tg.app)
+    assert not tg.app.job_queue.get_jobs_by_name(jobs.job_name(CHAT_ID, "daily"))
+
+
 async def test_a_job_from_an_outdated_schedule_does_nothing(tg):
     """Another process changed the time: this process's old job must not send."""
     await add_bot(tg)
