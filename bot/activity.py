@@ -5,6 +5,13 @@ aggregate (one row per chat+user+day, one per chat+user) flushed in one transact
 every `interval` seconds or every `max_pending` events, and on shutdown. Joins, leaves and
 participation (check-ins, votes, lottery entries) are rarer and must be exact, so they are
 written directly, inside the caller's transaction.
+
+Besides the rollups, each roster row keeps a small recent-activity state: the latest day the
+member was active (`active_day`, a date ordinal) and a bit mask of the days before it
+(`active_mask`, bit k = active on active_day - k), so "active in the last 7/30 days" (WAU,
+MAU) is one bit test per member instead of a scan of 30 days of rollups; and each chat has
+day totals (`chat_day`). Database triggers on `daily_activity` keep both (see bot.models), so
+every writer keeps them exact and the flush pays nothing for them in Python.
 """
 
 from __future__ import annotations
@@ -14,15 +21,15 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, select
+from sqlalchemy import case, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import upsert
-from bot.models import Chat, ChatMigration, DailyActivity, Member
+from bot.models import Chat, ChatDay, ChatMigration, DailyActivity, Member
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +44,38 @@ SAME_EVENT_WINDOW = timedelta(seconds=5)
 
 MEMBER_TABLE = Member.__table__  # type: ignore[attr-defined]
 ACTIVITY_TABLE = DailyActivity.__table__  # type: ignore[attr-defined]
+CHAT_DAY_TABLE = ChatDay.__table__  # type: ignore[attr-defined]
 
 Participation = Literal["checked_in", "poll_answered", "lottery_entered"]
+
+# Days of history the recent-activity mask of a member holds (bit 0 is `active_day` itself).
+MASK_DAYS = 62
+FULL_MASK = (1 << MASK_DAYS) - 1
+
+
+def fold_day(active_day: int | None, mask: int, day: int) -> tuple[int, int]:
+    """Add an active day (ordinal) to a member's (active_day, mask) state."""
+    if active_day is None:
+        return day, 1
+    if day >= active_day:
+        shift = day - active_day
+        return day, (((mask << shift) & FULL_MASK) if shift < MASK_DAYS else 0) | 1
+    back = active_day - day
+    return active_day, (mask | (1 << back)) if back < MASK_DAYS else mask
+
+
+def merge_states(
+    day_a: int | None, mask_a: int, day_b: int | None, mask_b: int
+) -> tuple[int | None, int]:
+    """Combine two (active_day, mask) states of one member (e.g. two chats merging)."""
+    if day_a is None:
+        return day_b, mask_b if day_b is not None else 0
+    if day_b is None:
+        return day_a, mask_a
+    if day_b > day_a:
+        day_a, mask_a, day_b, mask_b = day_b, mask_b, day_a, mask_a
+    shift = day_a - day_b
+    return day_a, mask_a | (((mask_b << shift) & FULL_MASK) if shift < MASK_DAYS else 0)
 
 
 def local_day(moment: datetime, tz: ZoneInfo) -> date:
@@ -70,9 +107,14 @@ class ActivityRecorder:
         interval: float = 1.0,
     ) -> None:
         self._db = db
+        bind = db.kw.get("bind")
+        # Several PostgreSQL writers lock rows (and the chat_day totals their triggers update)
+        # in the order given: sort batches so they all use the same order. SQLite writers
+        # take turns (BEGIN IMMEDIATE), so the sort is skipped there.
+        self._ordered = bind is not None and bind.dialect.name == "postgresql"
         self.max_pending = max_pending
         self.interval = interval
-        self._days: dict[tuple[int, int, date], list[int]] = {}
+        self._days: dict[tuple[int, int, date], list[Any]] = {}
         self._roster: dict[tuple[int, int], _RosterDelta] = {}
         self._pending = 0
         self._lock = asyncio.Lock()
@@ -97,8 +139,15 @@ class ActivityRecorder:
         """Count one message (or edit) of a member; cheap enough for every group message."""
         counts = self._days.get((chat_id, user_id, day))
         if counts is None:
-            counts = self._days[(chat_id, user_id, day)] = [0, 0]
-        counts[1 if edited else 0] += 1
+            # [messages, edits, first message]: a chat's updates arrive in order, so the
+            # first message recorded for a day is its earliest (the flush keeps the minimum).
+            self._days[(chat_id, user_id, day)] = [0, 1, None] if edited else [1, 0, when]
+        elif edited:
+            counts[1] += 1
+        else:
+            counts[0] += 1
+            if counts[2] is None:
+                counts[2] = when
         delta = self._roster.get((chat_id, user_id))
         if delta is None:
             self._roster[(chat_id, user_id)] = _RosterDelta(
@@ -155,7 +204,7 @@ class ActivityRecorder:
     def _settle(
         self,
         write: asyncio.Future[None],
-        days: dict[tuple[int, int, date], list[int]],
+        days: dict[tuple[int, int, date], list[Any]],
         roster: dict[tuple[int, int], _RosterDelta],
         pending: int,
     ) -> None:
@@ -166,7 +215,7 @@ class ActivityRecorder:
 
     async def _write_batch(
         self,
-        days: dict[tuple[int, int, date], list[int]],
+        days: dict[tuple[int, int, date], list[Any]],
         roster: dict[tuple[int, int], _RosterDelta],
     ) -> None:
         try:
@@ -178,7 +227,7 @@ class ActivityRecorder:
 
     def _restore(
         self,
-        days: dict[tuple[int, int, date], list[int]],
+        days: dict[tuple[int, int, date], list[Any]],
         roster: dict[tuple[int, int], _RosterDelta],
         pending: int,
     ) -> None:
@@ -188,6 +237,7 @@ class ActivityRecorder:
             if newer:
                 counts[0] += newer[0]
                 counts[1] += newer[1]
+                counts[2] = _earlier(counts[2], newer[2])
             self._days[key] = counts
         for key, delta in roster.items():
             newer = self._roster.get(key)
@@ -201,7 +251,7 @@ class ActivityRecorder:
 
     async def _write(
         self,
-        days: dict[tuple[int, int, date], list[int]],
+        days: dict[tuple[int, int, date], list[Any]],
         roster: dict[tuple[int, int], _RosterDelta],
     ) -> None:
         member, activity = MEMBER_TABLE.c, ACTIVITY_TABLE.c
@@ -216,7 +266,7 @@ class ActivityRecorder:
                 "last_active": d.last_active,
                 "message_count": d.messages,
             }
-            for (chat_id, user_id), d in roster.items()
+            for (chat_id, user_id), d in _in_order(roster.items(), self._ordered)
         ]
         day_rows = [
             {
@@ -224,6 +274,7 @@ class ActivityRecorder:
                 "user_id": user_id,
                 "day": day,
                 "messages": c[0],
+                "first_message_ts": None if c[2] is None else int(c[2].timestamp()),
                 "edits": c[1],
                 "joins": 0,
                 "leaves": 0,
@@ -231,7 +282,7 @@ class ActivityRecorder:
                 "poll_answered": False,
                 "lottery_entered": False,
             }
-            for (chat_id, user_id, day), c in days.items()
+            for (chat_id, user_id, day), c in _in_order(days.items(), self._ordered)
         ]
         async with self._db.begin() as session:
             await upsert(
@@ -258,14 +309,22 @@ class ActivityRecorder:
                 update=lambda new: {
                     "messages": activity.messages + new.messages,
                     "edits": activity.edits + new.edits,
+                    "first_message_ts": case(
+                        (activity.first_message_ts.is_(None), new.first_message_ts),
+                        (
+                            new.first_message_ts < activity.first_message_ts,
+                            new.first_message_ts,
+                        ),
+                        else_=activity.first_message_ts,
+                    ),
                 },
             )
 
     async def _redirect(
         self,
-        days: dict[tuple[int, int, date], list[int]],
+        days: dict[tuple[int, int, date], list[Any]],
         roster: dict[tuple[int, int], _RosterDelta],
-    ) -> tuple[dict[tuple[int, int, date], list[int]], dict[tuple[int, int], _RosterDelta]]:
+    ) -> tuple[dict[tuple[int, int, date], list[Any]], dict[tuple[int, int], _RosterDelta]]:
         """Re-key rows of migrated chats to their new id; drop rows of unknown chats."""
         chat_ids = {key[0] for key in roster} | {key[0] for key in days}
         async with self._db() as session:
@@ -279,15 +338,16 @@ class ActivityRecorder:
                     )
                 ).all()
             )
-        new_days: dict[tuple[int, int, date], list[int]] = {}
+        new_days: dict[tuple[int, int, date], list[Any]] = {}
         for (chat_id, user_id, day), counts in days.items():
             target = chat_id if chat_id in known else moved.get(chat_id)
             if target is None:
                 log.warning("dropping activity of unknown chat %s", chat_id)
                 continue
-            existing = new_days.setdefault((target, user_id, day), [0, 0])
+            existing = new_days.setdefault((target, user_id, day), [0, 0, None])
             existing[0] += counts[0]
             existing[1] += counts[1]
+            existing[2] = _earlier(existing[2], counts[2])
         new_roster: dict[tuple[int, int], _RosterDelta] = {}
         for (chat_id, user_id), delta in roster.items():
             target = chat_id if chat_id in known else moved.get(chat_id)
@@ -324,6 +384,21 @@ class ActivityRecorder:
         await self.flush()
 
 
+def _in_order(items: Any, ordered: bool) -> Any:
+    return sorted(items, key=_by_key) if ordered else items
+
+
+def _by_key(item: tuple[tuple[Any, ...], Any]) -> tuple[Any, ...]:
+    key = item[0]
+    return (key[0], key[2], key[1]) if len(key) == 3 else key  # (chat, day, user) for rollups
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
+
+
 # --- exact, transactional events -------------------------------------------------------
 
 
@@ -346,6 +421,39 @@ async def _activity_row(session: AsyncSession, chat_id: int, user_id: int, day: 
             }
         ],
         key=("chat_id", "user_id", "day"),
+    )
+
+
+async def recompute_chat_days(session: AsyncSession, chat_id: int) -> None:
+    """Rebuild a chat's day totals from its rollups (after rows were merged into it)."""
+    da = ACTIVITY_TABLE.c
+    await session.execute(delete(ChatDay).where(ChatDay.chat_id == chat_id))
+    participated = or_(da.checked_in, da.poll_answered, da.lottery_entered)
+    await session.execute(
+        insert(CHAT_DAY_TABLE).from_select(
+            [
+                "chat_id",
+                "day",
+                "messages",
+                "active",
+                "joins",
+                "leaves",
+                "checkins",
+                "participants",
+            ],
+            select(
+                da.chat_id,
+                da.day,
+                func.sum(da.messages),
+                func.sum(case((or_(da.messages > 0, participated), 1), else_=0)),
+                func.sum(da.joins),
+                func.sum(da.leaves),
+                func.sum(case((da.checked_in, 1), else_=0)),
+                func.sum(case((participated, 1), else_=0)),
+            )
+            .where(da.chat_id == chat_id)
+            .group_by(da.chat_id, da.day),
+        )
     )
 
 

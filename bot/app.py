@@ -32,6 +32,7 @@ from handlers import (
     core,
     errors,
     guards,
+    kpi,
     lottery,
     membership,
     moderation,
@@ -39,9 +40,9 @@ from handlers import (
 )
 from handlers import polls as polls_handlers
 from schedules import calendar as calendar_schedule
+from schedules import digest, verification
 from schedules import lottery as lottery_schedule
 from schedules import polls as polls_schedule
-from schedules import verification
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ FEATURES: list[ModuleType] = [
     moderation,  # warnings, sanctions, filters, flood settings, reports, /inactive, mod log
     guards,  # word filters and flood control on every group message
     lottery,  # /lottery /draw /reroll /cancel /lotteries /entrants, Join button, 口令
+    kpi,  # /stats /kpi /settarget /targets /digest
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
@@ -79,6 +81,7 @@ SCHEDULES: list[ModuleType] = [
     calendar_schedule,  # content calendar: deliveries, previews, delete_after, file reloads
     verification,  # join-check deadlines
     lottery_schedule,  # timed draws, draws due after downtime, the live entrant count
+    digest,  # daily and weekly digests
 ]
 
 PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"

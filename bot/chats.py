@@ -241,6 +241,7 @@ RowMerge = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 _MERGES: dict[str, RowMerge] = {}
 MigrationHook = Callable[[AsyncSession, int, int], Awaitable[None]]
 _BEFORE_MOVE: list[MigrationHook] = []
+_AFTER_MIGRATION: list[MigrationHook] = []
 
 # Chat columns that describe the new supergroup itself rather than operators' settings.
 _CHAT_OWN_COLUMNS = frozenset(
@@ -273,13 +274,14 @@ def register_migration_merge(table_name: str, merge: RowMerge) -> None:
     _MERGES[table_name] = merge
 
 
-def register_migration_hook(hook: MigrationHook) -> None:
-    """Run `hook(session, old_id, new_id)` in the migration transaction before rows move.
+def register_migration_hook(hook: MigrationHook, *, after: bool = False) -> None:
+    """Run `hook(session, old_id, new_id)` in the migration transaction, before the rows move
+    (default) or, with `after=True`, once they have (e.g. to rebuild derived totals).
 
     For tables whose colliding rows must both survive (an append-only ledger), where a
     row merge cannot express it: the hook can re-key the old chat's rows first.
     """
-    _BEFORE_MOVE.append(hook)
+    (_AFTER_MIGRATION if after else _BEFORE_MOVE).append(hook)
 
 
 def _merge_daily_activity(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -288,6 +290,9 @@ def _merge_daily_activity(old: dict[str, Any], new: dict[str, Any]) -> dict[str,
         merged[column] = old[column] + new[column]
     for column in ("checked_in", "poll_answered", "lottery_entered"):
         merged[column] = old[column] or new[column]
+    if "first_message_ts" in old:
+        firsts = [v for v in (old["first_message_ts"], new["first_message_ts"]) if v is not None]
+        merged["first_message_ts"] = min(firsts, default=None)
     return merged
 
 
@@ -299,10 +304,23 @@ def _merge_member(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         (v for v in (old["last_active"], new["last_active"]) if v is not None), default=None
     )
     merged["joined_at"] = old["joined_at"] or new["joined_at"]
+    if "active_mask" in old:
+        from bot.activity import merge_states
+
+        merged["active_day"], merged["active_mask"] = merge_states(
+            old["active_day"], old["active_mask"], new["active_day"], new["active_mask"]
+        )
     return merged
 
 
+async def _rebuild_day_totals(session: AsyncSession, old_id: int, new_id: int) -> None:
+    from bot.activity import recompute_chat_days
+
+    await recompute_chat_days(session, new_id)
+
+
 register_migration_merge(DailyActivity.__tablename__, _merge_daily_activity)
+register_migration_hook(_rebuild_day_totals, after=True)
 register_migration_merge(Member.__tablename__, _merge_member)
 register_migration_merge(ChatAdmin.__tablename__, lambda old, new: new)
 
@@ -360,6 +378,8 @@ async def migrate_chat(session: AsyncSession, old_id: int, new_id: int, *, now: 
         await hook(session, old_id, new_id)
     for table, column in _chat_references():
         await _move_rows(session, table, column, old_id, new_id)
+    for hook in _AFTER_MIGRATION:
+        await hook(session, old_id, new_id)
     await session.execute(delete(Chat).where(Chat.id == old_id))
     log.info("migrated chat %s to %s", old_id, new_id)
     return True

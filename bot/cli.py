@@ -200,6 +200,26 @@ def cmd_lottery_verify(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_kpi(args: argparse.Namespace) -> int:
+    """Print a chat's daily KPIs (DESIGN.md §4) as a table, CSV or JSON."""
+    import asyncio
+
+    from bot.kpi_export import export
+
+    settings = load_settings()
+    try:
+        output = asyncio.run(
+            export(
+                settings.database_url, args.chat_id, days=args.days, end=args.end, fmt=args.format
+            )
+        )
+    except LookupError as exc:
+        print(f"community-bot: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(output)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="community-bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="start the bot (applies migrations first)")
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=cmd_run)
+
+    kpi = commands.add_parser("kpi", help="a group's daily KPIs from the database")
+    kpi.add_argument("chat_id", type=int, metavar="CHAT_ID")
+    kpi.add_argument("--days", type=_positive, default=30, help="how many days (default 30)")
+    kpi.add_argument(
+        "--end", type=_day, default=None, help="last day, YYYY-MM-DD (default: today, chat-local)"
+    )
+    kpi.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    kpi.set_defaults(func=cmd_kpi)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)
@@ -241,6 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("lottery_id", type=int, metavar="LOTTERY_ID")
     verify.set_defaults(func=cmd_lottery_verify)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 3660:
+        raise argparse.ArgumentTypeError("must be between 1 and 3660")
+    return value
+
+
+def _day(text: str) -> object:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use YYYY-MM-DD") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
