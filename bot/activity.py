@@ -28,7 +28,7 @@ from sqlalchemy import case, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db import upsert
+from bot.db import driver_value, upsert, upsert_tuples
 from bot.models import Chat, ChatDay, ChatMigration, DailyActivity, Member
 
 log = logging.getLogger(__name__)
@@ -255,41 +255,50 @@ class ActivityRecorder:
         roster: dict[tuple[int, int], _RosterDelta],
     ) -> None:
         member, activity = MEMBER_TABLE.c, ACTIVITY_TABLE.c
-        roster_rows = [
-            {
-                "chat_id": chat_id,
-                "user_id": user_id,
-                "display_name": d.display_name,
-                "username": d.username,
-                "status": "member",
-                "first_seen": d.first_seen,
-                "last_active": d.last_active,
-                "message_count": d.messages,
-            }
-            for (chat_id, user_id), d in _in_order(roster.items(), self._ordered)
-        ]
-        day_rows = [
-            {
-                "chat_id": chat_id,
-                "user_id": user_id,
-                "day": day,
-                "messages": c[0],
-                "first_message_ts": None if c[2] is None else int(c[2].timestamp()),
-                "edits": c[1],
-                "joins": 0,
-                "leaves": 0,
-                "checked_in": False,
-                "poll_answered": False,
-                "lottery_entered": False,
-            }
-            for (chat_id, user_id, day), c in _in_order(days.items(), self._ordered)
-        ]
         async with self._db.begin() as session:
-            await upsert(
+            dialect = session.get_bind().dialect.name
+
+            def at(moment: datetime) -> Any:
+                return driver_value(moment, dialect)
+
+            roster_rows = [
+                (
+                    chat_id,
+                    user_id,
+                    d.display_name,
+                    d.username,
+                    at(d.first_seen),
+                    at(d.last_active),
+                    d.messages,
+                )
+                for (chat_id, user_id), d in _in_order(roster.items(), self._ordered)
+            ]
+            day_rows = [
+                (
+                    chat_id,
+                    user_id,
+                    driver_value(day, dialect),
+                    c[0],
+                    None if c[2] is None else int(c[2].timestamp()),
+                    c[1],
+                )
+                for (chat_id, user_id, day), c in _in_order(days.items(), self._ordered)
+            ]
+            await upsert_tuples(
                 session,
                 MEMBER_TABLE,
+                (
+                    "chat_id",
+                    "user_id",
+                    "display_name",
+                    "username",
+                    "first_seen",
+                    "last_active",
+                    "message_count",
+                ),
                 roster_rows,
                 key=("chat_id", "user_id"),
+                name="activity.roster",
                 update=lambda new: {
                     "display_name": new.display_name,
                     "username": new.username,
@@ -301,11 +310,13 @@ class ActivityRecorder:
                     ),
                 },
             )
-            await upsert(
+            await upsert_tuples(
                 session,
                 ACTIVITY_TABLE,
+                ("chat_id", "user_id", "day", "messages", "first_message_ts", "edits"),
                 day_rows,
                 key=("chat_id", "user_id", "day"),
+                name="activity.days",
                 update=lambda new: {
                     "messages": activity.messages + new.messages,
                     "edits": activity.edits + new.edits,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Table, event
+from sqlalchemy import DateTime, Table, bindparam, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -144,3 +144,78 @@ async def upgrade_database_async(url: str) -> None:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# --- bulk upserts for the hot path ---------------------------------------------------------
+
+_COMPILED: dict[tuple[str, str], tuple[str, list[int]]] = {}
+
+
+def driver_value(value: Any, dialect_name: str) -> Any:
+    """A Python value as the driver takes it without SQLAlchemy's per-row type processing.
+
+    SQLite stores datetimes as naive UTC text and dates as ISO text (SQLAlchemy's formats,
+    so the ORM reads them back unchanged); asyncpg takes Python objects as they are.
+    """
+    if dialect_name != "sqlite":
+        return value
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _inline(value: Any) -> Any:
+    from sqlalchemy import false, literal_column, null, true
+
+    if value is None:
+        return null()
+    if isinstance(value, bool):
+        return true() if value else false()
+    if isinstance(value, int | float):
+        return literal_column(repr(value))
+    if isinstance(value, str):
+        return literal_column("'" + value.replace("'", "''") + "'")
+    raise TypeError(f"cannot inline default {value!r}")
+
+
+async def upsert_tuples(
+    session: AsyncSession,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    key: Sequence[str],
+    update: Callable[[Any], dict[str, Any]],
+    name: str,
+) -> None:
+    """`upsert` for large batches: compiled once per database (cached under `name`), rows sent
+    to the driver's executemany as plain tuples in `columns` order, already driver values.
+
+    SQLAlchemy's per-row parameter processing costs ~15 µs a row on the event loop's thread;
+    the activity flush writes thousands of rows a second, so it skips it. Columns left
+    out take their model defaults, written into the statement.
+    """
+    if not rows:
+        return
+    connection = await session.connection()
+    dialect = connection.dialect
+    cached = _COMPILED.get((name, dialect.name))
+    if cached is None:
+        values: dict[str, Any] = {c: bindparam(c) for c in columns}
+        for column in table.columns:  # Python-side scalar defaults, written into the SQL
+            default = column.default
+            if column.name not in values and default is not None and default.is_scalar:
+                values[column.name] = _inline(default.arg)
+        stmt = insert_for(dialect.name, table).values(values)
+        stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=update(stmt.excluded))
+        compiled = stmt.compile(dialect=dialect)
+        order = [list(columns).index(param) for param in compiled.positiontup or ()]
+        cached = _COMPILED[(name, dialect.name)] = (str(compiled), order)
+    sql, order = cached
+    if order != list(range(len(columns))):
+        rows = [tuple(row[i] for i in order) for row in rows]
+    await connection.exec_driver_sql(sql, list(rows))
