@@ -86,9 +86,10 @@ async def test_daily_digest_content_chart_and_next_job(tg):
     ) in text
     assert "1. Ann &lt;b&gt; — 1" in text  # names escaped
     assert "Check-in leaders (7 days)</b>: Ann &lt;b&gt; (1d), Eve (1d)" in text
-    for section in ("Polls closed and turnout", "Lotteries drawn", "Content sent"):
-        assert f"{section}" in text
-    assert text.count("unavailable (not recorded yet)") == 3
+    # The features' figures: recorded, and none of them happened on day 9.
+    assert "<b>Other figures</b>\nContent sent: <b>0</b>\nContent failed: <b>0</b>" in text
+    assert "Polls closed: <b>0</b>\nPoll turnout: <b>—</b>\nLottery entries: <b>0</b>" in text
+    assert "unavailable" not in text and "Polls closed (" not in text  # no empty sections
     assert await runs(tg) == [("daily", "2026-11-11", "sent")]
     # The next one is planned for tomorrow, covering today.
     assert digest_job(tg).data.due.period_start == day(10)
@@ -106,7 +107,7 @@ async def test_digest_in_chinese_with_members_section(tg):
     (text,) = tg.api.sent_texts(CHAT_ID)
     assert "📊 <b>日报</b>" in text and "新成员（2）</b>: Eve, Fay" in text
     assert "消息数：" not in text and "消息数: <b>0</b>" in text
-    assert "暂无数据" in text
+    assert "暂无数据" not in text and "内容已发送: <b>0</b>" in text
 
 
 @both_databases
