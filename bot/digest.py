@@ -446,7 +446,7 @@ def highlights(report: Report, lang: str) -> str:
     for metric in reached[:1]:
         notes.append(t(lang, "kpi.hl.target_reached", metric=t(lang, f"kpi.short.{metric}")))
     if not notes:
-        return t(lang, "kpi.hl.steady")
+        return t(lang, "kpi.hl.steady" if report.kind == "daily" else "kpi.hl.steady_period")
     text = t(lang, "kpi.hl.separator").join(notes[:4])
     return text[:1].upper() + text[1:]
 
