@@ -118,5 +118,5 @@ async def content_section(ctx: DigestContext) -> list[str]:
     return lines
 
 
-register_metrics("content", METRICS, content_metrics)
+register_metrics("content", METRICS, content_metrics, ceilings=METRICS[1:])
 register_section("content", content_section)

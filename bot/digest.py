@@ -39,6 +39,7 @@ from bot.kpi import (
     day_snapshot,
     feature_metric_names,
     feature_metrics,
+    is_ceiling,
     is_ratio,
     member_names,
     period_snapshot,
@@ -440,11 +441,16 @@ def highlights(report: Report, lang: str) -> str:
         ratio_reached = achievement(value, goal)  # type: ignore[arg-type]
         if ratio_reached is None:
             continue
-        (reached if ratio_reached >= 1 else missed).append(metric)
-    for metric in missed[:2]:
-        notes.append(t(lang, "kpi.hl.below_target", metric=t(lang, f"kpi.short.{metric}")))
-    for metric in reached[:1]:
-        notes.append(t(lang, "kpi.hl.target_reached", metric=t(lang, f"kpi.short.{metric}")))
+        if is_ceiling(metric):  # a limit: at or under it is good
+            good, key = ratio_reached <= 1, "kpi.hl.above_target"
+        else:
+            good, key = ratio_reached >= 1, "kpi.hl.below_target"
+        (reached if good else missed).append((metric, key))
+    for metric, key in missed[:2]:
+        notes.append(t(lang, key, metric=t(lang, f"kpi.short.{metric}")))
+    for metric, _ in reached[:1]:
+        key = "kpi.hl.within_target" if is_ceiling(metric) else "kpi.hl.target_reached"
+        notes.append(t(lang, key, metric=t(lang, f"kpi.short.{metric}")))
     if not notes:
         return t(lang, "kpi.hl.steady" if report.kind == "daily" else "kpi.hl.steady_period")
     text = t(lang, "kpi.hl.separator").join(notes[:4])

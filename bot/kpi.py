@@ -606,10 +606,15 @@ class FeatureMetrics:
     metrics: tuple[str, ...]
     provider: MetricProvider | None = None
     ratios: frozenset[str] = frozenset()
+    ceilings: frozenset[str] = frozenset()
 
 
 FEATURE_METRICS: dict[str, FeatureMetrics] = {
-    "content": FeatureMetrics("content", ("content_sent", "content_failed", "content_missed")),
+    "content": FeatureMetrics(
+        "content",
+        ("content_sent", "content_failed", "content_missed"),
+        ceilings=frozenset({"content_failed", "content_missed"}),
+    ),
     "polls": FeatureMetrics(
         "polls", ("polls_closed", "poll_turnout"), None, frozenset({"poll_turnout"})
     ),
@@ -623,14 +628,26 @@ def register_metrics(
     provider: MetricProvider,
     *,
     ratios: Iterable[str] = (),
+    ceilings: Iterable[str] = (),
 ) -> None:
     """A feature plugs its figures into /kpi, the digest and the export (and makes them
-    targetable); `ratios` are shares in 0..1 (shown as percentages, targets at most 1)."""
-    FEATURE_METRICS[feature] = FeatureMetrics(feature, tuple(metrics), provider, frozenset(ratios))
+    targetable); `ratios` are shares in 0..1 (shown as percentages, targets at most 1);
+    `ceilings` are figures whose target is a limit not to exceed (e.g. failed posts)."""
+    FEATURE_METRICS[feature] = FeatureMetrics(
+        feature, tuple(metrics), provider, frozenset(ratios), frozenset(ceilings)
+    )
 
 
 def is_ratio(metric: str) -> bool:
     return metric in RATIOS or any(metric in e.ratios for e in FEATURE_METRICS.values())
+
+
+# Figures where less is better: their target is a ceiling (reports say "above target").
+CEILINGS = frozenset({"leaves"})
+
+
+def is_ceiling(metric: str) -> bool:
+    return metric in CEILINGS or any(metric in e.ceilings for e in FEATURE_METRICS.values())
 
 
 class Unavailable:
@@ -767,6 +784,7 @@ __all__ = [
     "day_snapshot",
     "feature_metrics",
     "feature_metrics_by_day",
+    "is_ceiling",
     "is_ratio",
     "local_today",
     "period_snapshot",

@@ -143,7 +143,9 @@ async def test_content_figures_digest_section_targets_and_export(tg, database_ur
     assert "Content sent: <b>2</b> · ▲100% d/d · ▲ from 0 w/w · 🎯 67% of 3" in text
     assert "Content failed: <b>1</b> · ▲ from 0 d/d · ▲ from 0 w/w · 🎯 100% of 1" in text
     assert "Content missed: <b>1</b> · ▲ from 0 d/d · ▲ from 0 w/w\n" in text
-    assert "2 planned posts not delivered" in text  # the highlights line
+    # Highlights: a failed-posts target is a limit (1 failed of at most 1 is fine).
+    highlights = "💡 2 planned posts not delivered; content sent below target; "
+    assert highlights + "content failed within its limit" in text
     assert "🗓 <b>Content sent / failed / missed</b>: sent 2 · failed 1 · missed 1" in text
     assert (
         f"❌ <code>broken</code> #{numbers['broken']} 12:00 — Broken one: failed"
