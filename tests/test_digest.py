@@ -385,3 +385,49 @@ def test_chart_is_a_png_of_the_expected_size():
 def test_due_is_hashable_record():
     due = Due("daily", day(1), at(2, 9))
     assert due == Due("daily", day(1), at(2, 9))
+
+
+@both_databases
+async def test_two_processes_starting_after_downtime_send_once_and_report_the_missed_once(
+    tg, engine, settings, clock
+):
+    """Both processes come back at 09:30 on day 11 after being down since before 09:00 on day
+    10: the report due on day 10 (beyond its grace) is recorded missed once; the one due on day
+    11 (within its grace) is sent once, by one of them, and lists the missed one; the report
+    due on day 12 does not list it again."""
+    await add_bot(tg)
+    await feed_history(tg)
+    await schedule_daily(tg)
+    other_api = RecordingRequest(now=lambda: clock().timestamp())
+    other = build_app(
+        settings,
+        engine=engine,
+        request=other_api,
+        clock=clock,
+        rate_limiter=False,
+        concurrent=False,
+    )
+    tg.api.clear()
+    tg.clock.set(at(11, 9, 30))
+    async with other:
+        await asyncio.gather(jobs.on_startup(tg.app), jobs.on_startup(other))
+        await asyncio.gather(jobs.on_startup(tg.app), jobs.on_startup(other))  # and again
+        assert await runs(tg) == [
+            ("daily", "2026-11-11", "missed"),
+            ("daily", "2026-11-12", "sent"),
+        ]
+        texts = tg.api.sent_texts(CHAT_ID) + other_api.sent_texts(CHAT_ID)
+        assert len(photos(tg.api)) + len(photos(other_api)) == 1 and len(texts) == 1
+        assert "Daily report for 2026-11-11: missed" in texts[0]
+        assert "2026-11-12 (Thu)" in texts[0]  # the late one covers day 11
+        # Day 12's report, whichever process gets it: the missed one is not listed again.
+        tg.api.clear()
+        other_api.clear()
+        due = digest_job(tg).data.due
+        tg.clock.set(due.due_at)
+        outcomes = await asyncio.gather(
+            jobs.run_due(tg.app, CHAT_ID, due), jobs.run_due(other, CHAT_ID, due)
+        )
+        assert sorted(outcomes) == ["sent", "taken"]
+        texts = tg.api.sent_texts(CHAT_ID) + other_api.sent_texts(CHAT_ID)
+        assert len(texts) == 1 and "not delivered" not in texts[0]

@@ -27,6 +27,7 @@ from schedules.lottery import runtime_of
 from tests import factories as f
 from tests.calendar_support import advance, post_id, write_calendar
 from tests.calendar_support import start as start_calendar
+from tests.conftest import both_databases
 from tests.recording import BOT_USER
 
 GROUP = f.group(-1001000000055, "Ops <Group>")
@@ -133,6 +134,7 @@ async def content_history(tg: Any) -> dict[str, int]:
     return numbers
 
 
+@both_databases
 async def test_content_figures_digest_section_targets_and_export(tg, database_url):
     numbers = await content_history(tg)
     await say(tg, ADMIN, "/settarget content_sent 3", utc(27, 1))
@@ -258,6 +260,7 @@ async def poll_history(tg: Any) -> None:
     await say(tg, EVE, "hello", utc(27, 17))
 
 
+@both_databases
 async def test_poll_figures_digest_section_and_export(tg, database_url):
     await poll_history(tg)
     await say(tg, ADMIN, "/settarget poll_turnout 80%", utc(28, 1))
@@ -345,6 +348,7 @@ async def lottery_history(tg: Any) -> tuple[Lottery, Lottery, Lottery]:
     return l1, l2, l3
 
 
+@both_databases
 async def test_lottery_figures_digest_section_and_export(tg, database_url):
     l1, _, l3 = await lottery_history(tg)
     winners = ranking(l1.id, [DAVE, ALICE, BOB])[:2]
