@@ -293,11 +293,6 @@ class Report:
     goals: dict[str, float]
 
     @property
-    def features(self) -> dict[str, float | int | None | Unavailable]:
-        """The features' figures (content, polls, lotteries) of the current period."""
-        return {m: self.current.get(m) for m in feature_metric_names()}
-
-    @property
     def start(self) -> date:
         return self.current.start
 

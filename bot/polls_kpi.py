@@ -66,7 +66,9 @@ async def closed_polls(
     )
     for poll in polls:
         assert poll.closed_at is not None
-        _, voters = await counts_of(session, poll, await poll_options(session, poll.id))  # type: ignore[arg-type]
+        voters = poll.total_voters  # Telegram's count; else the recorded votes
+        if voters is None:
+            _, voters = await counts_of(session, poll, await poll_options(session, poll.id))  # type: ignore[arg-type]
         first, last = period_days(poll.created_at, poll.closed_at, tz)
         active = max(await active_members(session, chat_id, first, last), voters)
         found.append(ClosedPoll(poll.question, False, poll.closed_at, voters, active))

@@ -385,3 +385,23 @@ async def test_weekly_report_has_the_same_sections_over_the_week(tg):
     section = text.split("🎁 <b>已开奖（3）</b>\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert [line.split(" ")[1] for line in section] == [f"#{l3.id}", f"#{l1.id}", f"#{l2.id}"]
     assert section[2] == f"• #{l2.id} Mug — 1 人参与；中奖：Carol"
+
+
+async def test_a_feature_that_is_not_installed_reads_unavailable_not_zero(
+    tg, database_url, monkeypatch
+):
+    from bot import digest, kpi
+
+    monkeypatch.setitem(
+        kpi.FEATURE_METRICS, "polls", kpi.FeatureMetrics("polls", ("polls_closed", "poll_turnout"))
+    )
+    monkeypatch.setitem(digest.SECTIONS, "polls", digest.unavailable_section("polls", "🗳"))
+    await poll_history(tg)
+    await say(tg, ADMIN, "/kpi 2026-11-26..2026-11-26", utc(27, 2))
+    reply = tg.api.sent_texts(GID)[-1]
+    assert "Polls closed: <b>unavailable (not recorded yet)</b>\n" in reply
+    assert "Content sent: <b>0</b>" in reply  # the other features still report
+    text = await digest_now(tg, utc(27, 2))
+    assert "🗳 Polls closed and turnout: unavailable (not recorded yet)" in text
+    records = await exported(database_url, tg, 1, X)
+    assert records[0]["polls_closed"] is None and records[0]["content_sent"] == 0
