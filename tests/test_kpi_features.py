@@ -195,6 +195,21 @@ async def test_content_in_chinese_and_in_kpi(tg):
     assert "2 条计划内容未送达" in text
 
 
+async def test_weekly_report_lists_the_weeks_failed_and_missed_posts_with_dates(tg):
+    numbers = await content_history(tg)
+    await say(tg, ADMIN, "/digest weekly MON 09:00", utc(30, 0, 5))  # Monday, 08:05 local
+    (job,) = tg.app.job_queue.get_jobs_by_name(digest_jobs.job_name(GID, "weekly"))
+    tg.clock.set(job.data.due.due_at)
+    tg.api.clear()
+    await job.run(tg.app)
+    (text,) = tg.api.sent_texts(GID)
+    # The week 2026-11-23..29: sent prev, morning, eve, night; failed broken; missed late.
+    assert "Content sent: <b>4</b> · ▲ from 0 w/w\n" in text
+    assert "🗓 <b>Content sent / failed / missed</b>: sent 4 · failed 1 · missed 1" in text
+    assert f"❌ <code>broken</code> #{numbers['broken']} 11-26 12:00 — Broken one" in text
+    assert f"⏭ <code>late</code> #{numbers['late']} 11-26 15:00 — Late: missed" in text
+
+
 # --- polls: closed and turnout --------------------------------------------------------------
 
 
