@@ -431,3 +431,35 @@ async def test_two_processes_starting_after_downtime_send_once_and_report_the_mi
         assert sorted(outcomes) == ["sent", "taken"]
         texts = tg.api.sent_texts(CHAT_ID) + other_api.sent_texts(CHAT_ID)
         assert len(texts) == 1 and "not delivered" not in texts[0]
+
+
+@both_databases
+async def test_a_new_process_after_a_restart_neither_resends_nor_skips(
+    tg, engine, settings, clock
+):
+    """The first process sent day 10's report and stopped; a new process (a fresh Application
+    and job queue on the same database) starts 10 minutes later: nothing is sent again, and
+    its own job sends the next report, once."""
+    await add_bot(tg)
+    await feed_history(tg)
+    await schedule_daily(tg)
+    job = digest_job(tg)
+    tg.clock.set(job.data.due.due_at)
+    await job.run(tg.app)
+    for old in tg.app.job_queue.jobs():  # the first process is gone
+        old.schedule_removal()
+    new_api = RecordingRequest(now=lambda: clock().timestamp())
+    new = build_app(
+        settings, engine=engine, request=new_api, clock=clock, rate_limiter=False, concurrent=False
+    )
+    tg.clock.advance(minutes=10)
+    async with new:
+        await jobs.on_startup(new)
+        assert not new_api.of("sendPhoto") and not new_api.sent_texts()
+        (next_job,) = new.job_queue.get_jobs_by_name(jobs.job_name(CHAT_ID, "daily"))
+        assert next_job.data.due.period_start == day(10)
+        tg.clock.set(next_job.data.due.due_at)
+        await next_job.run(new)
+        await jobs.on_startup(new)  # and a restart right after: still once
+    assert len(new_api.of("sendPhoto")) == 1 and len(new_api.sent_texts(CHAT_ID)) == 1
+    assert await runs(tg) == [("daily", "2026-11-11", "sent"), ("daily", "2026-11-12", "sent")]
