@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -32,13 +32,15 @@ from bot.kpi import (
     DA,
     DAY_METRICS,
     MESSAGE_BASED,
-    RATIOS,
     Snapshot,
     Unavailable,
     achievement,
     change,
     day_snapshot,
+    feature_metric_names,
     feature_metrics,
+    is_ceiling,
+    is_ratio,
     member_names,
     period_snapshot,
     targets,
@@ -289,7 +291,6 @@ class Report:
     current: Snapshot
     comparisons: list[tuple[str, Snapshot]]  # (label key, snapshot): dod/wow or prev
     goals: dict[str, float]
-    features: dict[str, float | int | None | Unavailable] = field(default_factory=dict)
 
     @property
     def start(self) -> date:
@@ -331,12 +332,12 @@ async def build_report(
             session, chat_id, start - length, end - length, today=today, tz=tz
         )
         comparisons = [("wow" if kind == "weekly" else "prev", previous)]
+    for snapshot in (current, *(s for _, s in comparisons)):
+        snapshot.values.update(
+            await feature_metrics(session, chat_id, snapshot.start, snapshot.end, tz)
+        )
     return Report(
-        kind=kind,
-        current=current,
-        comparisons=comparisons,
-        goals=await targets(session, chat_id),
-        features=await feature_metrics(session, chat_id, start, end, tz),
+        kind=kind, current=current, comparisons=comparisons, goals=await targets(session, chat_id)
     )
 
 
@@ -345,7 +346,7 @@ def format_value(metric: str, value: float | int | None | Unavailable, lang: str
         return t(lang, "kpi.unavailable")
     if value is None:
         return "—"
-    if metric in RATIOS or metric == "poll_turnout":
+    if is_ratio(metric):
         return f"{value * 100:.1f}%"
     if isinstance(value, float) and not value.is_integer():
         return f"{value:,.1f}"
@@ -356,7 +357,7 @@ def format_change(metric: str, current: object, previous: object, lang: str) -> 
     """ "▲18%" for counts, "▲2.5 pp" for shares; None when there is nothing to compare."""
     if not isinstance(current, int | float) or not isinstance(previous, int | float):
         return None
-    if metric in RATIOS:
+    if is_ratio(metric):
         points = (current - previous) * 100
         if abs(points) < 0.05:
             return "±0 pp"
@@ -375,9 +376,12 @@ def metric_label(metric: str, lang: str) -> str:
 
 def kpi_lines(report: Report, lang: str) -> list[str]:
     """One line per KPI: value, changes, target achievement; message-based ones marked when
-    the bot could not see every message."""
+    the bot could not see every message. The features' figures follow under a heading."""
     lines = []
-    for metric in DAY_METRICS:
+    features = feature_metric_names()
+    for metric in [*DAY_METRICS, *features]:
+        if features and metric == features[0]:
+            lines.append(f"<b>{t(lang, 'kpi.feature_metrics')}</b>")
         value = report.current.get(metric)
         parts = [f"{metric_label(metric, lang)}: <b>{format_value(metric, value, lang)}</b>"]
         if report.current.partial and metric in MESSAGE_BASED:
@@ -423,21 +427,27 @@ def highlights(report: Report, lang: str) -> str:
     net = report.current.get("net")
     if isinstance(net, int | float) and net:
         notes.append(t(lang, "kpi.hl.net", net=f"{int(net):+d}"))
+    undelivered_posts = [report.current.get(m) for m in ("content_failed", "content_missed")]
+    if any(isinstance(v, int) and v for v in undelivered_posts):
+        notes.append(t(lang, "kpi.hl.content", count=sum(undelivered_posts)))
     missed, reached = [], []
     for metric, goal in report.goals.items():
         value = report.current.get(metric)
-        if metric not in report.current.values:
-            value = report.features.get(metric)  # type: ignore[assignment]
         ratio_reached = achievement(value, goal)  # type: ignore[arg-type]
         if ratio_reached is None:
             continue
-        (reached if ratio_reached >= 1 else missed).append(metric)
-    for metric in missed[:2]:
-        notes.append(t(lang, "kpi.hl.below_target", metric=t(lang, f"kpi.short.{metric}")))
-    for metric in reached[:1]:
-        notes.append(t(lang, "kpi.hl.target_reached", metric=t(lang, f"kpi.short.{metric}")))
+        if is_ceiling(metric):  # a limit: at or under it is good
+            good, key = ratio_reached <= 1, "kpi.hl.above_target"
+        else:
+            good, key = ratio_reached >= 1, "kpi.hl.below_target"
+        (reached if good else missed).append((metric, key))
+    for metric, key in missed[:2]:
+        notes.append(t(lang, key, metric=t(lang, f"kpi.short.{metric}")))
+    for metric, _ in reached[:1]:
+        key = "kpi.hl.within_target" if is_ceiling(metric) else "kpi.hl.target_reached"
+        notes.append(t(lang, key, metric=t(lang, f"kpi.short.{metric}")))
     if not notes:
-        return t(lang, "kpi.hl.steady")
+        return t(lang, "kpi.hl.steady" if report.kind == "daily" else "kpi.hl.steady_period")
     text = t(lang, "kpi.hl.separator").join(notes[:4])
     return text[:1].upper() + text[1:]
 

@@ -524,10 +524,10 @@ class Snapshot:
 
     start: date
     end: date
-    values: dict[str, float | int | None]
+    values: dict[str, Any]  # float | int | None, or UNAVAILABLE for a feature's figures
     partial: bool = False
 
-    def get(self, metric: str) -> float | int | None:
+    def get(self, metric: str) -> Any:
         return self.values.get(metric)
 
 
@@ -589,30 +589,65 @@ def change(current: float | int | None, previous: float | int | None) -> float |
 
 # --- figures other features provide ---------------------------------------------------------
 
+FeatureValue = float | int | None  # None: nothing to measure (e.g. no poll closed)
 MetricProvider = Callable[
-    [AsyncSession, int, date, date, ZoneInfo], Awaitable[dict[str, float | int | None]]
+    [AsyncSession, int, date, date, ZoneInfo], Awaitable[dict[str, FeatureValue]]
 ]
 
 
 @dataclass
 class FeatureMetrics:
-    """Metrics a feature contributes to reports; `provider` None = feature not installed."""
+    """Metrics a feature contributes to reports; `provider` None = feature not installed.
+
+    The provider gets (session, chat id, first day, last day, chat time zone) and returns the
+    figures of that period of chat-local days (counts summed, ratios pooled)."""
 
     feature: str
     metrics: tuple[str, ...]
     provider: MetricProvider | None = None
+    ratios: frozenset[str] = frozenset()
+    ceilings: frozenset[str] = frozenset()
 
 
 FEATURE_METRICS: dict[str, FeatureMetrics] = {
-    "content": FeatureMetrics("content", ("content_sent", "content_failed", "content_missed")),
-    "polls": FeatureMetrics("polls", ("polls_closed", "poll_turnout")),
+    "content": FeatureMetrics(
+        "content",
+        ("content_sent", "content_failed", "content_missed"),
+        ceilings=frozenset({"content_failed", "content_missed"}),
+    ),
+    "polls": FeatureMetrics(
+        "polls", ("polls_closed", "poll_turnout"), None, frozenset({"poll_turnout"})
+    ),
     "lotteries": FeatureMetrics("lotteries", ("lottery_entries", "lotteries_drawn")),
 }
 
 
-def register_metrics(feature: str, metrics: Sequence[str], provider: MetricProvider) -> None:
-    """A feature plugs its figures into /kpi and the digest (and makes them targetable)."""
-    FEATURE_METRICS[feature] = FeatureMetrics(feature, tuple(metrics), provider)
+def register_metrics(
+    feature: str,
+    metrics: Sequence[str],
+    provider: MetricProvider,
+    *,
+    ratios: Iterable[str] = (),
+    ceilings: Iterable[str] = (),
+) -> None:
+    """A feature plugs its figures into /kpi, the digest and the export (and makes them
+    targetable); `ratios` are shares in 0..1 (shown as percentages, targets at most 1);
+    `ceilings` are figures whose target is a limit not to exceed (e.g. failed posts)."""
+    FEATURE_METRICS[feature] = FeatureMetrics(
+        feature, tuple(metrics), provider, frozenset(ratios), frozenset(ceilings)
+    )
+
+
+def is_ratio(metric: str) -> bool:
+    return metric in RATIOS or any(metric in e.ratios for e in FEATURE_METRICS.values())
+
+
+# Figures where less is better: their target is a ceiling (reports say "above target").
+CEILINGS = frozenset({"leaves"})
+
+
+def is_ceiling(metric: str) -> bool:
+    return metric in CEILINGS or any(metric in e.ceilings for e in FEATURE_METRICS.values())
 
 
 class Unavailable:
@@ -625,10 +660,19 @@ class Unavailable:
 UNAVAILABLE = Unavailable()
 
 
+def utc_bounds(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """[first moment of `start`, first moment after `end`) in UTC, for chat-local days."""
+    from bot.timeparse import local_to_utc
+
+    midnight = datetime.min.time()
+    return local_to_utc(start, midnight, tz), local_to_utc(end + timedelta(days=1), midnight, tz)
+
+
 async def feature_metrics(
     session: AsyncSession, chat_id: int, start: date, end: date, tz: ZoneInfo
-) -> dict[str, float | int | None | Unavailable]:
-    values: dict[str, float | int | None | Unavailable] = {}
+) -> dict[str, FeatureValue | Unavailable]:
+    """Every feature's figures for the period start..end (chat-local days)."""
+    values: dict[str, FeatureValue | Unavailable] = {}
     for entry in FEATURE_METRICS.values():
         if entry.provider is None:
             values.update(dict.fromkeys(entry.metrics, UNAVAILABLE))
@@ -638,11 +682,24 @@ async def feature_metrics(
     return values
 
 
+async def feature_metrics_by_day(
+    session: AsyncSession, chat_id: int, start: date, end: date, tz: ZoneInfo
+) -> dict[date, dict[str, FeatureValue | Unavailable]]:
+    """The features' figures of each day start..end (for the export: one row per day)."""
+    return {
+        start + timedelta(days=i): await feature_metrics(
+            session, chat_id, start + timedelta(days=i), start + timedelta(days=i), tz
+        )
+        for i in range((end - start).days + 1)
+    }
+
+
+def feature_metric_names() -> list[str]:
+    return [m for entry in FEATURE_METRICS.values() for m in entry.metrics]
+
+
 def known_metrics() -> list[str]:
-    metrics = list(DAY_METRICS)
-    for entry in FEATURE_METRICS.values():
-        metrics.extend(entry.metrics)
-    return metrics
+    return [*DAY_METRICS, *feature_metric_names()]
 
 
 # --- targets ------------------------------------------------------------------------------
@@ -675,7 +732,7 @@ def parse_target(metric: str, raw: str) -> tuple[str, float] | None:
         value /= 100
     if value <= 0 or value != value or value == float("inf"):
         return None
-    if metric in RATIOS and value > 1:
+    if is_ratio(metric) and value > 1:
         return None
     return metric, value
 
@@ -726,9 +783,13 @@ __all__ = [
     "daily_kpis",
     "day_snapshot",
     "feature_metrics",
+    "feature_metrics_by_day",
+    "is_ceiling",
+    "is_ratio",
     "local_today",
     "period_snapshot",
     "register_metrics",
     "top_contributors",
     "activity_counts",
+    "utc_bounds",
 ]

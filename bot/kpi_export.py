@@ -1,4 +1,9 @@
-"""`community-bot kpi CHAT_ID`: a chat's daily KPIs as a table, CSV or JSON (DESIGN.md §4)."""
+"""`community-bot kpi CHAT_ID`: a chat's daily KPIs as a table, CSV or JSON (DESIGN.md §4).
+
+The columns are DESIGN.md's keys, then the figures features provide (content sent / failed /
+missed, polls closed and their turnout, lottery entries and draws; empty/null when the
+feature is not installed or there was nothing to measure), then `partial`.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,23 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+import bot.schema  # noqa: F401  (every feature, so their figures are registered)
 from bot.db import create_engine, make_sessionmaker, utcnow
-from bot.kpi import DAY_METRICS, RATIOS, DayKpis, daily_kpis, local_today
+from bot.kpi import (
+    DAY_METRICS,
+    DayKpis,
+    Unavailable,
+    daily_kpis,
+    feature_metric_names,
+    feature_metrics_by_day,
+    is_ratio,
+    local_today,
+)
 from bot.models import Chat, ChatMigration
 
-COLUMNS = ["date", *DAY_METRICS, "partial"]
+
+def columns() -> list[str]:
+    return ["date", *DAY_METRICS, *feature_metric_names(), "partial"]
 
 
 async def export(
@@ -36,21 +53,34 @@ async def export(
             tz = ZoneInfo(chat.timezone)
             today = local_today(now or utcnow(), tz)
             last = end or today
-            rows = await daily_kpis(
-                session, chat.id, last - timedelta(days=days - 1), last, today=today, tz=tz
-            )
+            first = last - timedelta(days=days - 1)
+            rows = await daily_kpis(session, chat.id, first, last, today=today, tz=tz)
+            features = await feature_metrics_by_day(session, chat.id, first, last, tz)
     finally:
         await engine.dispose()
-    return render(rows, fmt)
+    return render(rows, fmt, features)
 
 
-def render(rows: list[DayKpis], fmt: str) -> str:
-    records = [row.as_dict() for row in rows]
+def render(
+    rows: list[DayKpis], fmt: str, features: dict[date, dict[str, Any]] | None = None
+) -> str:
+    records = []
+    for row in rows:
+        record = row.as_dict()
+        partial = record.pop("partial")
+        for metric, value in (features or {}).get(row.day, {}).items():
+            record[metric] = None if isinstance(value, Unavailable) else value
+        record["partial"] = partial
+        records.append(record)
     if fmt == "json":
         return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
     if fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(
+            buffer,
+            fieldnames=[c for c in columns() if not records or c in records[0]],
+            lineterminator="\n",
+        )
         writer.writeheader()
         for record in records:
             writer.writerow({k: "" if v is None else v for k, v in record.items()})
@@ -61,7 +91,7 @@ def render(rows: list[DayKpis], fmt: str) -> str:
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return "—"
-    if key in RATIOS:
+    if is_ratio(key):
         return f"{value * 100:.1f}%"
     if key == "partial":
         return "partial" if value else ""
@@ -69,8 +99,9 @@ def _cell(key: str, value: Any) -> str:
 
 
 def _table(records: list[dict[str, Any]]) -> str:
-    headers = [c.replace("retention_", "ret_") for c in COLUMNS]
-    body = [[_cell(key, record[key]) for key in COLUMNS] for record in records]
+    keys = [c for c in columns() if not records or c in records[0]]
+    headers = [c.replace("retention_", "ret_") for c in keys]
+    body = [[_cell(key, record[key]) for key in keys] for record in records]
     widths = [
         max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)
     ]

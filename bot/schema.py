@@ -2,21 +2,25 @@
 
 Alembic's env.py, the tests and `create_all` use `metadata` from here. A feature that adds
 tables adds its module to this list (and a migration under migrations/versions/); so does a
-feature that registers a content-calendar post kind (bot.post_kinds).
+feature that registers a content-calendar post kind (bot.post_kinds) or KPIs and digest
+sections (bot.kpi.register_metrics, bot.digest.register_section).
 """
 
 from sqlmodel import SQLModel
 
 import bot.calendar  # noqa: F401  (calendar_post, calendar_delivery, calendar_approval, …)
+import bot.calendar_kpi  # noqa: F401  (content sent/failed/missed: KPIs and digest section)
 import bot.checkins  # noqa: F401  (checkin, checkin_day, checkin_config)
 import bot.digest  # noqa: F401  (kpi_target, digest_schedule, digest_run)
 import bot.lottery  # noqa: F401  (lottery, lottery_entry)
 import bot.lottery_calendar  # noqa: F401  (the calendar's lottery posts: registers the kind)
+import bot.lottery_kpi  # noqa: F401  (lottery entries and draws: KPIs and digest section)
 import bot.models  # noqa: F401  (chat, member, daily_activity, chat_admin, user_profile, …)
 import bot.moderation  # noqa: F401  (moderation_settings, warning, word_filter, mod_log, …)
 import bot.points  # noqa: F401  (points_ledger, points_balance)
 import bot.polls  # noqa: F401  (poll, poll_option, poll_vote, survey, poll_settings)
 import bot.polls_calendar  # noqa: F401  (the calendar's poll posts: registers the kind)
+import bot.polls_kpi  # noqa: F401  (polls closed and turnout: KPIs and digest section)
 import bot.rules  # noqa: F401  (group_rules, welcome_settings, join_check_settings, newcomer)
 
 metadata = SQLModel.metadata

@@ -24,11 +24,12 @@ from bot.digest import (
 )
 from bot.i18n import t
 from bot.kpi import (
-    FEATURE_METRICS,
     achievement,
     clear_target,
     daily_kpis,
     day_snapshot,
+    feature_metric_names,
+    feature_metrics,
     known_metrics,
     local_today,
     parse_target,
@@ -137,12 +138,6 @@ async def kpi(update: Update, context: BotContext, target: Target) -> None:
         "",
         *kpi_lines(report, lang),
     ]
-    features = [
-        f"{metric_label(m, lang)}: {format_value(m, report.features.get(m), lang)}"
-        for entry in FEATURE_METRICS.values()
-        for m in entry.metrics
-    ]
-    lines += ["", f"<b>{t(lang, 'kpi.feature_metrics')}</b>", *features]
     if top:
         lines += ["", f"🏆 <b>{t(lang, 'kpi.section.contributors')}</b>"]
         lines += [
@@ -208,9 +203,13 @@ async def targets_command(update: Update, context: BotContext, target: Target) -
             await reply(update, t(lang, "kpi.targets_none"))
             return
         snapshot = await day_snapshot(session, info.id, yesterday, today=today, tz=info.timezone)
+        if any(metric in feature_metric_names() for metric in goals):
+            snapshot.values.update(
+                await feature_metrics(session, info.id, yesterday, yesterday, info.timezone)
+            )
     lines = [t(lang, "kpi.targets_title", group=escape(info.title), day=yesterday.isoformat())]
     for metric, goal in goals.items():
-        actual = snapshot.get(metric) if metric in snapshot.values else None
+        actual = snapshot.get(metric)
         reached = achievement(actual, goal)
         lines.append(
             t(

@@ -86,9 +86,10 @@ async def test_daily_digest_content_chart_and_next_job(tg):
     ) in text
     assert "1. Ann &lt;b&gt; — 1" in text  # names escaped
     assert "Check-in leaders (7 days)</b>: Ann &lt;b&gt; (1d), Eve (1d)" in text
-    for section in ("Polls closed and turnout", "Lotteries drawn", "Content sent"):
-        assert f"{section}" in text
-    assert text.count("unavailable (not recorded yet)") == 3
+    # The features' figures: recorded, and none of them happened on day 9.
+    assert "<b>Other figures</b>\nContent sent: <b>0</b>\nContent failed: <b>0</b>" in text
+    assert "Polls closed: <b>0</b>\nPoll turnout: <b>—</b>\nLottery entries: <b>0</b>" in text
+    assert "unavailable" not in text and "Polls closed (" not in text  # no empty sections
     assert await runs(tg) == [("daily", "2026-11-11", "sent")]
     # The next one is planned for tomorrow, covering today.
     assert digest_job(tg).data.due.period_start == day(10)
@@ -106,7 +107,7 @@ async def test_digest_in_chinese_with_members_section(tg):
     (text,) = tg.api.sent_texts(CHAT_ID)
     assert "📊 <b>日报</b>" in text and "新成员（2）</b>: Eve, Fay" in text
     assert "消息数：" not in text and "消息数: <b>0</b>" in text
-    assert "暂无数据" in text
+    assert "暂无数据" not in text and "内容已发送: <b>0</b>" in text
 
 
 @both_databases
@@ -384,3 +385,81 @@ def test_chart_is_a_png_of_the_expected_size():
 def test_due_is_hashable_record():
     due = Due("daily", day(1), at(2, 9))
     assert due == Due("daily", day(1), at(2, 9))
+
+
+@both_databases
+async def test_two_processes_starting_after_downtime_send_once_and_report_the_missed_once(
+    tg, engine, settings, clock
+):
+    """Both processes come back at 09:30 on day 11 after being down since before 09:00 on day
+    10: the report due on day 10 (beyond its grace) is recorded missed once; the one due on day
+    11 (within its grace) is sent once, by one of them, and lists the missed one; the report
+    due on day 12 does not list it again."""
+    await add_bot(tg)
+    await feed_history(tg)
+    await schedule_daily(tg)
+    other_api = RecordingRequest(now=lambda: clock().timestamp())
+    other = build_app(
+        settings,
+        engine=engine,
+        request=other_api,
+        clock=clock,
+        rate_limiter=False,
+        concurrent=False,
+    )
+    tg.api.clear()
+    tg.clock.set(at(11, 9, 30))
+    async with other:
+        await asyncio.gather(jobs.on_startup(tg.app), jobs.on_startup(other))
+        await asyncio.gather(jobs.on_startup(tg.app), jobs.on_startup(other))  # and again
+        assert await runs(tg) == [
+            ("daily", "2026-11-11", "missed"),
+            ("daily", "2026-11-12", "sent"),
+        ]
+        texts = tg.api.sent_texts(CHAT_ID) + other_api.sent_texts(CHAT_ID)
+        assert len(photos(tg.api)) + len(photos(other_api)) == 1 and len(texts) == 1
+        assert "Daily report for 2026-11-11: missed" in texts[0]
+        assert "2026-11-12 (Thu)" in texts[0]  # the late one covers day 11
+        # Day 12's report, whichever process gets it: the missed one is not listed again.
+        tg.api.clear()
+        other_api.clear()
+        due = digest_job(tg).data.due
+        tg.clock.set(due.due_at)
+        outcomes = await asyncio.gather(
+            jobs.run_due(tg.app, CHAT_ID, due), jobs.run_due(other, CHAT_ID, due)
+        )
+        assert sorted(outcomes) == ["sent", "taken"]
+        texts = tg.api.sent_texts(CHAT_ID) + other_api.sent_texts(CHAT_ID)
+        assert len(texts) == 1 and "not delivered" not in texts[0]
+
+
+@both_databases
+async def test_a_new_process_after_a_restart_neither_resends_nor_skips(
+    tg, engine, settings, clock
+):
+    """The first process sent day 10's report and stopped; a new process (a fresh Application
+    and job queue on the same database) starts 10 minutes later: nothing is sent again, and
+    its own job sends the next report, once."""
+    await add_bot(tg)
+    await feed_history(tg)
+    await schedule_daily(tg)
+    job = digest_job(tg)
+    tg.clock.set(job.data.due.due_at)
+    await job.run(tg.app)
+    for old in tg.app.job_queue.jobs():  # the first process is gone
+        old.schedule_removal()
+    new_api = RecordingRequest(now=lambda: clock().timestamp())
+    new = build_app(
+        settings, engine=engine, request=new_api, clock=clock, rate_limiter=False, concurrent=False
+    )
+    tg.clock.advance(minutes=10)
+    async with new:
+        await jobs.on_startup(new)
+        assert not new_api.of("sendPhoto") and not new_api.sent_texts()
+        (next_job,) = new.job_queue.get_jobs_by_name(jobs.job_name(CHAT_ID, "daily"))
+        assert next_job.data.due.period_start == day(10)
+        tg.clock.set(next_job.data.due.due_at)
+        await next_job.run(new)
+        await jobs.on_startup(new)  # and a restart right after: still once
+    assert len(new_api.of("sendPhoto")) == 1 and len(new_api.sent_texts(CHAT_ID)) == 1
+    assert await runs(tg) == [("daily", "2026-11-11", "sent"), ("daily", "2026-11-12", "sent")]

@@ -50,7 +50,7 @@ async def test_kpi_compares_with_the_previous_period(tg):
     assert "Messages: <b>5</b> · ▼55% vs prev." in text
     assert "Joined: <b>2</b> · ▼33% vs prev." in text
     assert "Active members (DAU): <b>0.7</b> · ▼29% vs prev." in text
-    assert "Content sent: unavailable" in text and "Poll turnout: unavailable" in text
+    assert "Content sent: <b>0</b>" in text and "Poll turnout: <b>—</b>" in text
     assert "Top contributors" in text and "1. Eve — 2" in text  # E wrote 2 on day 8
     tg.api.clear()
     await tg.feed(f.message(GROUP, ADMIN, "/kpi 2026-11-02..2026-11-04", date=tg.now()))
