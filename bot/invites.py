@@ -347,7 +347,7 @@ async def _resolve_url(
     ).first()
     if link is None:
         return _Resolved(OTHER, link_name=(name or None) and name[:MAX_NAME])
-    return _Resolved(LINK, link.id, link.name, link.referrer_id)
+    return _Resolved(LINK, link.id, None, link.referrer_id)
 
 
 async def note_join_request(
