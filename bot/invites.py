@@ -396,22 +396,33 @@ async def attribute_join(
     when: datetime,
     day: date,
     recorded: bool,
-    via: JoinVia | None,
+    via: JoinVia,
 ) -> None:
     """Record where a join came from, in the transaction that recorded the join.
 
-    `recorded` is `record_join`'s answer: True for a new join (a new row), False for the
+    `recorded` is `record_join`'s answer: True for a new join (a new row), False for a
     second report of the same join — which may know more (the chat_member update names the
-    link, the service message does not), so a direct/unknown row is upgraded then.
-    `via` is None for the service message, which says nothing about links.
+    link, the service message does not), so a direct/unknown or "added" row is upgraded.
+    Precedence: the link the report names; else the link of the member's pending join
+    request (consumed); else "added" when someone else added them; else direct/unknown.
     """
+    current: datetime = when
+    if not recorded:
+        member = await session.get(Member, (chat_id, user_id))
+        if (
+            member is None
+            or member.joined_at is None
+            or abs(member.joined_at - when) > SAME_EVENT_WINDOW
+        ):
+            return  # not the member's current join: a stale report
+        current = member.joined_at
     request = await _take_request(session, chat_id, user_id, when)
     resolved: _Resolved | None = request
-    if via is not None and via.url:  # the link Telegram names wins over the request's
+    if via.url:  # the link Telegram names wins over the request's
         resolved = await _resolve_url(session, chat_id, via.url, via.link_name)
-    if resolved is None and via is not None and via.added_by and via.added_by != user_id:
+    if resolved is None and via.added_by and via.added_by != user_id:
         resolved = _Resolved(ADDED)
-    via_request = request is not None or (via is not None and via.via_request)
+    via_request = request is not None or via.via_request
     if recorded:
         resolved = resolved or _Resolved(DIRECT)
         row = {
@@ -429,22 +440,15 @@ async def attribute_join(
         }
         await session.execute(_insert(session, SOURCES).values(**row).on_conflict_do_nothing())
         return
-    if resolved is None:
+    if resolved is None or resolved.source == DIRECT:
         return
-    member = await session.get(Member, (chat_id, user_id))
-    if (
-        member is None
-        or member.joined_at is None
-        or abs(member.joined_at - when) > SAME_EVENT_WINDOW
-    ):
-        return  # not the member's current join: a stale report
     await session.execute(
         update(SOURCES)
         .where(
             SOURCES.c.chat_id == chat_id,
             SOURCES.c.user_id == user_id,
-            SOURCES.c.joined_at == member.joined_at,
-            SOURCES.c.source.in_((DIRECT, ADDED)),
+            SOURCES.c.joined_at == current,
+            SOURCES.c.source.in_((DIRECT, ADDED) if resolved.source != ADDED else (DIRECT,)),
         )
         .values(
             source=resolved.source,
@@ -452,7 +456,7 @@ async def attribute_join(
             link_name=resolved.link_name,
             referrer_id=resolved.referrer_id,
             referral_state=_referral_state(resolved, user_id),
-            via_request=SOURCES.c.via_request | via_request,
+            **({"via_request": True} if via_request else {}),
         )
     )
 

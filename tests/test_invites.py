@@ -212,6 +212,7 @@ async def test_joins_are_attributed_to_link_direct_added_and_other(tg):
         assert (await session.get(ChatDay, (CHAT_ID, D0))).joins == 4  # the KPI's joins
 
 
+@both_databases
 async def test_service_message_first_then_the_link(tg):
     """Telegram may deliver the service message before the chat_member update: one join,
     upgraded from direct/unknown to the link the update names."""
@@ -247,6 +248,26 @@ async def test_join_request_link_attributes_the_approved_join(tg):
     # A later join without a request is direct again.
     await tg.feed(left(BOB, at(1)), joined(BOB, at(2)))
     assert [r.source for r in await sources(tg)] == ["link", "direct"]
+
+
+async def test_join_request_then_only_the_service_message(tg):
+    """The approval seen as a service message (from the approving admin) still goes to the
+    request's link, not to "added by members"; a request for another member changes nothing."""
+    await add_bot(tg)
+    await say(tg, ADMIN, "/invite kol approval")
+    url = await link_url(tg, "kol")
+    link = f.invite_link(url, creates_join_request=True)
+    await tg.feed(f.chat_join_request(GROUP, BOB, date=at(0, 9), invite_link=link))
+    await tg.feed(f.chat_join_request(GROUP, CAROL, date=at(0, 9), invite_link=link))
+    await tg.feed(f.new_members(GROUP, [BOB], date=at(0, 10), adder=ADMIN))
+    await tg.feed(f.new_members(GROUP, [DAN], date=at(0, 11), adder=ADMIN))
+    rows = await sources(tg)
+    assert [(r.user_id, r.source, r.via_request) for r in rows] == [
+        (2, "link", True),
+        (4, "added", False),
+    ]
+    async with tg.db() as session:
+        assert await session.get(InviteJoinRequest, (CHAT_ID, CAROL["id"])) is not None
 
 
 async def test_a_leave_closes_the_stay_and_a_rejoin_is_a_new_join(tg):
