@@ -29,6 +29,7 @@ from sqlalchemy import (
     Index,
     Integer,
     UniqueConstraint,
+    func,
     select,
     text,
     update,
@@ -609,8 +610,6 @@ class Referrer:
 
 async def top_referrers(session: AsyncSession, chat_id: int, limit: int = 10) -> list[Referrer]:
     """Members by referred joiners who stayed (credits); ties by who got there first."""
-    from sqlalchemy import func
-
     credited = await session.execute(
         select(CREDITS.c.referrer_id, func.count(), func.max(CREDITS.c.credited_at))
         .where(CREDITS.c.chat_id == chat_id)
@@ -762,19 +761,6 @@ async def joins_by_source(
         stats.values(),
         key=lambda s: (ORDER.get(s.key.split(":")[0], 9), -s.joins, s.key),
     )
-
-
-async def link_stats(
-    session: AsyncSession, chat_id: int, links: list[InviteLink], *, today: date
-) -> dict[int, SourceStats]:
-    """All-time figures of each link (its joins, D7 retention, still active now)."""
-    result: dict[int, SourceStats] = {}
-    for link in links:
-        assert link.id is not None
-        start = link.created_at.date() - timedelta(days=1)
-        rows = await joins_by_source(session, chat_id, start, today, today=today, link_id=link.id)
-        result[link.id] = rows[0] if rows else SourceStats(f"link:{link.name}", link.name)
-    return result
 
 
 # --- labels and the digest section --------------------------------------------------------------

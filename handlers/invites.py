@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from telegram import ChatInviteLink, Message, Update
 from telegram.error import BadRequest, Forbidden, TelegramError
@@ -108,12 +109,12 @@ async def invite_command(update: Update, context: BotContext, target: Target) ->
     )
 
 
-def _describe(lang: str, link: domain.InviteLink, tz: object) -> str:
+def _describe(lang: str, link: domain.InviteLink, tz: ZoneInfo) -> str:
     parts = [escape(link.url)]
     if link.member_limit:
         parts.append(t(lang, "invites.limit", n=link.member_limit))
     if link.expire_date:
-        local = link.expire_date.astimezone(tz)  # type: ignore[arg-type]
+        local = link.expire_date.astimezone(tz)
         parts.append(t(lang, "invites.expires", when=local.strftime("%Y-%m-%d %H:%M")))
     if link.creates_join_request:
         parts.append(t(lang, "invites.approval"))
@@ -160,21 +161,21 @@ async def invites_command(update: Update, context: BotContext, target: Target) -
     today = local_today(services.clock(), target.chat.timezone)
     async with services.db() as session:
         links = await domain.campaign_links(session, target.chat_id)
-        stats = await domain.link_stats(session, target.chat_id, links, today=today)
-        referral = await domain.joins_by_source(
+        all_time = await domain.joins_by_source(
             session, target.chat_id, date(2000, 1, 1), today, today=today
         )
+    by_key = {entry.key: entry for entry in all_time}
     lines = [t(lang, "invites.list_title", group=escape(target.chat.title or target.chat_id))]
     if not links:
         lines.append(t(lang, "invites.list_empty"))
     for link in links:
-        assert link.id is not None
-        figures = stats[link.id]
+        key = f"link:{link.name}"
+        figures = by_key.get(key) or domain.SourceStats(key, link.name)
         lines.append(
             f"• <b>{escape(link.name)}</b> — {_describe(lang, link, target.chat.timezone)}"
         )
         lines.append("  " + domain.figures(lang, figures))
-    others = [s for s in referral if not s.key.startswith("link:")]
+    others = [entry for entry in all_time if not entry.key.startswith("link:")]
     if others:
         lines.append("")
         lines.append(t(lang, "invites.other_sources"))
