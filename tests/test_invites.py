@@ -3,6 +3,7 @@ other link, join request), referrals credited once, joins by source (digest, CLI
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -492,3 +493,47 @@ async def test_cli_kpi_by_source(tg, database_url, tmp_path):
         "still_active", "still_active_share",
     ]  # fmt: skip
     assert table[1].split() == ["link:poster", "3", "37.5%", "66.7%", "3", "3", "1", "33.3%"]
+
+
+@both_databases
+async def test_links_and_sources_follow_a_group_to_its_supergroup(tg):
+    old = f.group(-4000077, "Small", "group")
+    new = f.group(-1004000077, "Small", "supergroup")
+    tg.clock.set(at(0, 6))
+    await tg.feed(f.my_chat_member(old, ADMIN, "left", "administrator", date=tg.now()))
+    tg.api.set_admins(old["id"], ADMIN)
+    await tg.feed(f.message(old, ADMIN, "/invite poster", date=tg.now()))
+    url = await link_url(tg, "poster")
+    await tg.feed(f.chat_member(old, BOB, BOB, "left", "member", date=at(0, 9),
+                                invite_link=f.invite_link(url)))  # fmt: skip
+    await tg.feed(f.message(old, ADMIN, None, date=at(1), migrate_to_chat_id=new["id"]))
+    async with tg.db() as session:
+        link = (await session.scalars(select(InviteLink))).one()
+        (row,) = (await session.scalars(select(JoinSource))).all()
+    assert link.chat_id == new["id"] and (row.chat_id, row.link_id) == (new["id"], link.id)
+    tg.api.set_admins(new["id"], ADMIN)
+    tg.clock.set(at(2))
+    tg.api.clear()
+    await tg.feed(f.message(new, ADMIN, "/invites", date=tg.now()))
+    (text,) = tg.api.sent_texts(new["id"])
+    assert "<b>poster</b>" in text and "1 joins" in text
+
+
+@both_databases
+async def test_two_processes_settling_at_once_credit_once(tg):
+    await add_bot(tg)
+    tg.clock.set(at(0, 8))
+    await say(tg, ADMIN, "/referralpoints 5")
+    await say(tg, ALICE, "/myinvite")
+    url = (await sources_link(tg)).url
+    await tg.feed(joined(BOB, at(0, 10), url), f.message(GROUP, BOB, "hi", date=at(2)))
+    await tg.flush()
+    tg.clock.set(at(9))
+    results = await asyncio.gather(
+        invites_schedule.settle(tg.services), invites_schedule.settle(tg.services)
+    )
+    assert sorted(results) == [0, 1]
+    assert await ledger(tg) == [(1, 5, "referral", "invitee:2")]
+    async with tg.db() as session:
+        credit = await session.get(ReferralCredit, (CHAT_ID, BOB["id"]))
+    assert (credit.referrer_id, credit.points, credit.joined_at) == (1, 5, at(0, 10))
