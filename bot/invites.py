@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from bot import points
-from bot.activity import SAME_EVENT_WINDOW
+from bot.activity import MASK_DAYS, SAME_EVENT_WINDOW
 from bot.db import UTCDateTime, insert_for
 from bot.digest import DigestContext, register_section
 from bot.i18n import t
@@ -674,7 +674,7 @@ async def joins_by_source(
     end: date,
     *,
     today: date,
-    link_id: int | None = None,
+    links_only: bool = False,
 ) -> list[SourceStats]:
     """Joins on chat-local days start..end by source, with D7 retention and still-active share.
 
@@ -684,14 +684,15 @@ async def joins_by_source(
     active on any of J+1..J+7. "Still active": in the group now and active on one of the 7 days
     up to min(end, today). Per-source keys: `link:<name>` for each named link, `referral` for
     all members' own links, `other` (links this bot did not create), `added`, `direct`.
+    `links_only`: only the named links' joins.
     """
     joined: list[tuple[int, date, str, str | None]] = []
     query = select(
         SOURCES.c.user_id, SOURCES.c.day, SOURCES.c.source, LINKS.c.name, LINKS.c.referrer_id
     ).select_from(SOURCES.outerjoin(LINKS, LINKS.c.id == SOURCES.c.link_id))
     query = query.where(SOURCES.c.chat_id == chat_id, SOURCES.c.day >= start, SOURCES.c.day <= end)
-    if link_id is not None:
-        query = query.where(SOURCES.c.link_id == link_id)
+    if links_only:
+        query = query.where(SOURCES.c.source == LINK, LINKS.c.referrer_id.is_(None))
     attributed: dict[tuple[int, date], int] = {}
     for user_id, day, source, name, referrer in (await session.execute(query)).all():
         if source == LINK:
@@ -702,7 +703,7 @@ async def joins_by_source(
             key, label = source, None
         joined.append((user_id, day, key, label))
         attributed[(user_id, day)] = attributed.get((user_id, day), 0) + 1
-    if link_id is None:
+    if not links_only:
         counted = await session.execute(
             select(DA.user_id, DA.day, DA.joins).where(
                 DA.chat_id == chat_id, DA.day >= start, DA.day <= end, DA.joins > 0
@@ -713,54 +714,97 @@ async def joins_by_source(
                 joined.append((user_id, day, DIRECT, None))
     if not joined:
         return []
-    users = sorted({user for user, *_ in joined})
     as_of = min(end, today)
-    first = min(day for _, day, _, _ in joined)
-    last = min(
-        max(as_of, max(day for _, day, _, _ in joined) + timedelta(days=RETENTION_SPAN)), today
-    )
-    active_days: dict[int, set[date]] = {}
-    in_group: set[int] = set()
-    for index in range(0, len(users), 500):
-        chunk = users[index : index + 500]
-        rows = await session.execute(
-            select(DA.user_id, DA.day).where(
-                DA.chat_id == chat_id,
-                DA.user_id.in_(chunk),
-                DA.day > first,
-                DA.day <= last,
-                ACTIVE,
-            )
-        )
-        for user_id, day in rows.all():
-            active_days.setdefault(user_id, set()).add(day)
-        members = await session.execute(
-            select(Member.user_id).where(
-                Member.chat_id == chat_id, Member.user_id.in_(chunk), Member.status == "member"
-            )
-        )
-        in_group.update(members.scalars())
-    recent = {as_of - timedelta(days=k) for k in range(STILL_ACTIVE_DAYS)}
+    span = timedelta(days=RETENTION_SPAN)
+    recent = (as_of - timedelta(days=STILL_ACTIVE_DAYS - 1), as_of)
+    windows = [(user, day + timedelta(days=1), day + span) for user, day, _, _ in joined]
+    windows += [(user, *recent) for user in {user for user, *_ in joined}]
+    activity = await _activity(session, chat_id, windows, today)
     stats: dict[str, SourceStats] = {}
     for user_id, day, key, label in joined:
         entry = stats.setdefault(key, SourceStats(key, label))
         entry.joins += 1
         entry.joiners.add(user_id)
-        if day + timedelta(days=RETENTION_SPAN) < today:
+        if day + span < today:
             entry.measurable += 1
-            days = active_days.get(user_id, set())
-            if any(day < d <= day + timedelta(days=RETENTION_SPAN) for d in days):
-                entry.retained += 1
+            entry.retained += activity.active(user_id, day + timedelta(days=1), day + span)
     for entry in stats.values():
         entry.still_active = sum(
             1
-            for user_id in entry.joiners
-            if user_id in in_group and active_days.get(user_id, set()) & recent
+            for user in entry.joiners
+            if user in activity.in_group and activity.active(user, *recent)
         )
     return sorted(
         stats.values(),
         key=lambda s: (ORDER.get(s.key.split(":")[0], 9), -s.joins, s.key),
     )
+
+
+@dataclass(slots=True)
+class _Activity:
+    """Whether members were active on any day of a window, and who is in the group now."""
+
+    states: dict[int, tuple[int, int]]  # user → (active_day ordinal, 62-day mask)
+    in_group: set[int]
+    old: dict[int, set[date]]  # active days from the rollups, for windows the masks don't hold
+
+    def from_mask(self, user: int, low: date, high: date) -> bool | None:
+        """The roster's answer (bit k of the mask = active on active_day - k); None when the
+        window reaches further back than the mask holds."""
+        state = self.states.get(user)
+        if state is None:
+            return False  # never active
+        last, mask = state
+        top = min(high.toordinal(), last)
+        if low.toordinal() > top:
+            return False
+        if last - low.toordinal() >= MASK_DAYS:
+            return None
+        bits = mask >> (last - top)
+        return bits & ((1 << (top - low.toordinal() + 1)) - 1) != 0
+
+    def active(self, user: int, low: date, high: date) -> bool:
+        known = self.from_mask(user, low, high)
+        if known is not None:
+            return known
+        return any(low <= day <= high for day in self.old.get(user, ()))
+
+
+async def _activity(
+    session: AsyncSession, chat_id: int, windows: list[tuple[int, date, date]], today: date
+) -> _Activity:
+    """Roster state of the users in `windows`; rollups only for windows older than the masks."""
+    users = sorted({user for user, _, _ in windows})
+    result = _Activity({}, set(), {})
+    for index in range(0, len(users), 500):
+        chunk = users[index : index + 500]
+        rows = await session.execute(
+            select(Member.user_id, Member.status, Member.active_day, Member.active_mask).where(
+                Member.chat_id == chat_id, Member.user_id.in_(chunk)
+            )
+        )
+        for user_id, status, last, mask in rows.all():
+            if status == "member":
+                result.in_group.add(user_id)
+            if last is not None:
+                result.states[user_id] = (last, mask)
+    old = [(u, lo, min(hi, today)) for u, lo, hi in windows if result.from_mask(u, lo, hi) is None]
+    if old:
+        low, high = min(lo for _, lo, _ in old), max(hi for _, _, hi in old)
+        old_users = sorted({user for user, _, _ in old})
+        for index in range(0, len(old_users), 500):
+            rows = await session.execute(
+                select(DA.user_id, DA.day).where(
+                    DA.chat_id == chat_id,
+                    DA.user_id.in_(old_users[index : index + 500]),
+                    DA.day >= low,
+                    DA.day <= high,
+                    ACTIVE,
+                )
+            )
+            for user_id, day in rows.all():
+                result.old.setdefault(user_id, set()).add(day)
+    return result
 
 
 # --- labels and the digest section --------------------------------------------------------------

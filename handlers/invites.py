@@ -4,7 +4,7 @@ and the join requests whose link attributes the join that follows (bot.invites).
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from telegram import ChatInviteLink, Message, Update
@@ -161,8 +161,16 @@ async def invites_command(update: Update, context: BotContext, target: Target) -
     today = local_today(services.clock(), target.chat.timezone)
     async with services.db() as session:
         links = await domain.campaign_links(session, target.chat_id)
+        first = min((link.created_at.date() for link in links), default=today)
         all_time = await domain.joins_by_source(
-            session, target.chat_id, date(2000, 1, 1), today, today=today
+            session, target.chat_id, first - timedelta(days=1), today, today=today, links_only=True
+        )
+        recent = await domain.joins_by_source(
+            session,
+            target.chat_id,
+            today - timedelta(days=domain.SECTION_DAYS - 1),
+            today,
+            today=today,
         )
     by_key = {entry.key: entry for entry in all_time}
     lines = [t(lang, "invites.list_title", group=escape(target.chat.title or target.chat_id))]
@@ -175,10 +183,10 @@ async def invites_command(update: Update, context: BotContext, target: Target) -
             f"• <b>{escape(link.name)}</b> — {_describe(lang, link, target.chat.timezone)}"
         )
         lines.append("  " + domain.figures(lang, figures))
-    others = [entry for entry in all_time if not entry.key.startswith("link:")]
+    others = [entry for entry in recent if not entry.key.startswith("link:")]
     if others:
         lines.append("")
-        lines.append(t(lang, "invites.other_sources"))
+        lines.append(t(lang, "invites.other_sources", days=domain.SECTION_DAYS))
         for entry in others:
             lines.append(f"• {domain.source_label(lang, entry)}: " + domain.figures(lang, entry))
     lines.append("")

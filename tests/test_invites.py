@@ -448,6 +448,20 @@ async def test_joins_by_source_hand_computed(tg):
     assert early.joins == 2 and early.measurable == 0 and early.retention_d7 is None
 
 
+@both_databases
+async def test_old_windows_are_read_from_the_rollups(tg):
+    """Members' masks hold 62 days back from their last active day; a window older than that
+    (u1 active again on day 80) is answered from the rollups, with the same figures."""
+    await feed_sources_history(tg)
+    await tg.feed(f.message(GROUP, f.user(101, "U1"), "back", date=at(80)))
+    await tg.flush()
+    async with tg.db() as session:
+        rows = await joins_by_source(
+            session, CHAT_ID, D0, D0 + timedelta(days=9), today=D0 + timedelta(days=90)
+        )
+    assert [r.as_dict(8) for r in rows] == EXPECTED
+
+
 async def test_digest_section_and_invites_list(tg):
     await feed_sources_history(tg)
     async with tg.db() as session:
