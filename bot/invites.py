@@ -352,9 +352,14 @@ async def _resolve_url(
 
 
 async def note_join_request(
-    session: AsyncSession, *, chat_id: int, user_id: int, url: str | None, name: str | None,
+    session: AsyncSession,
+    *,
+    chat_id: int,
+    user_id: int,
+    url: str | None,
+    name: str | None,
     when: datetime,
-) -> None:  # fmt: skip
+) -> None:
     """Remember which link a join request came through (a later request replaces it)."""
     resolved = await _resolve_url(session, chat_id, url, name) if url else _Resolved(DIRECT)
     row = {

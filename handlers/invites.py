@@ -14,6 +14,7 @@ from telegram.ext import Application, ChatJoinRequestHandler, CommandHandler
 from bot import invites as domain
 from bot.activity import is_countable_user
 from bot.chats import GROUP_TYPES, ChatInfo
+from bot.checkins import display_names
 from bot.commands import Audience, CommandSpec
 from bot.i18n import t
 from bot.kpi import local_today
@@ -312,8 +313,6 @@ async def top_invites(
     await services.activity.flush()
     async with services.db.begin() as session:  # judge what is due first (lazy check)
         await domain.settle_referrals(session, now=services.clock(), chat_id=info.id)
-    from bot.checkins import display_names
-
     async with services.db() as session:
         board = await domain.top_referrers(session, info.id, size)
         names = await display_names(session, chat_id=info.id, user_ids=[r.user_id for r in board])
@@ -322,10 +321,8 @@ async def top_invites(
         lines.append(t(lang, "invites.top_empty"))
     for place, entry in enumerate(board, start=1):
         name = names.get(entry.user_id) or str(entry.user_id)
-        lines.append(
-            t(lang, "invites.top_line", place=place, name=escape(name), stayed=entry.stayed,
-              joined=entry.joined)
-        )  # fmt: skip
+        values = {"place": place, "name": escape(name), "stayed": entry.stayed}
+        lines.append(t(lang, "invites.top_line", joined=entry.joined, **values))
     lines.append(t(lang, "invites.top_legend"))
     await reply(update, "\n".join(lines))
 
