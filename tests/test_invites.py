@@ -24,6 +24,7 @@ from bot.points import PointsLedger
 from schedules import invites as invites_schedule
 from tests import factories as f
 from tests.conftest import both_databases
+from tests.recording import contract_problems
 from tests.test_cli import cli
 
 GROUP = f.group(-1001000000077, "Growth <Group>")
@@ -551,3 +552,28 @@ async def test_two_processes_settling_at_once_credit_once(tg):
     async with tg.db() as session:
         credit = await session.get(ReferralCredit, (CHAT_ID, BOB["id"]))
     assert (credit.referrer_id, credit.points, credit.joined_at) == (1, 5, at(0, 10))
+
+
+async def test_start_up_settles_what_fell_due_and_schedules_the_job(tg):
+    await add_bot(tg)
+    tg.clock.set(at(0, 8))
+    await say(tg, ALICE, "/myinvite")
+    url = (await sources_link(tg)).url
+    await tg.feed(joined(BOB, at(0, 10), url), f.message(GROUP, BOB, "hi", date=at(1)))
+    await tg.flush()
+    tg.clock.set(at(30))  # the bot was down when Bob's 7 days ended
+    await invites_schedule.on_startup(tg.app)
+    async with tg.db() as session:
+        assert await session.get(ReferralCredit, (CHAT_ID, BOB["id"])) is not None
+    (job,) = tg.app.job_queue.get_jobs_by_name(invites_schedule.JOB)
+    assert job.callback is invites_schedule.settle_job
+
+
+def test_contract_checks_invite_link_values():
+    assert contract_problems("createChatInviteLink", {"chat_id": 1, "name": "n" * 32}) == []
+    assert contract_problems("createChatInviteLink", {"chat_id": 1, "name": "n" * 33})
+    assert contract_problems("createChatInviteLink", {"chat_id": 1, "member_limit": 0})
+    assert contract_problems("createChatInviteLink", {"chat_id": 1, "member_limit": 100000})
+    assert contract_problems(
+        "createChatInviteLink", {"chat_id": 1, "member_limit": 5, "creates_join_request": True}
+    )
