@@ -106,17 +106,19 @@ async def invite_command(update: Update, context: BotContext, target: Target) ->
         update,
         t(lang, "invites.created", name=escape(spec.name))
         + "\n"
-        + _describe(lang, link, target.chat.timezone),
+        + _describe(lang, link, target.chat.timezone, now),
     )
 
 
-def _describe(lang: str, link: domain.InviteLink, tz: ZoneInfo) -> str:
+def _describe(lang: str, link: domain.InviteLink, tz: ZoneInfo, now: datetime) -> str:
+    """The link and its conditions, one line (times in the group's time zone)."""
     parts = [escape(link.url)]
     if link.member_limit:
         parts.append(t(lang, "invites.limit", n=link.member_limit))
     if link.expire_date:
-        local = link.expire_date.astimezone(tz)
-        parts.append(t(lang, "invites.expires", when=local.strftime("%Y-%m-%d %H:%M")))
+        local = link.expire_date.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        key = "invites.expired" if link.expire_date <= now else "invites.expires"
+        parts.append(t(lang, key, when=local))
     if link.creates_join_request:
         parts.append(t(lang, "invites.approval"))
     if link.revoked_at:
@@ -181,7 +183,8 @@ async def invites_command(update: Update, context: BotContext, target: Target) -
         key = f"link:{link.name}"
         figures = by_key.get(key) or domain.SourceStats(key, link.name)
         lines.append(
-            f"• <b>{escape(link.name)}</b> — {_describe(lang, link, target.chat.timezone)}"
+            f"• <b>{escape(link.name)}</b> — "
+            + _describe(lang, link, target.chat.timezone, services.clock())
         )
         lines.append("  " + domain.figures(lang, figures))
     others = [entry for entry in recent if not entry.key.startswith("link:")]

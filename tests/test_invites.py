@@ -101,6 +101,9 @@ async def test_invite_creates_a_named_link_with_limit_and_expiry(tg):
     assert link.url.startswith("https://t.me/+") and link.url in text
     assert "up to 100 joins" in text and "expires 2026-11-09 09:00" in text
 
+    tg.clock.set(at(8))
+    (text,) = await say(tg, ADMIN, "/invites")
+    assert "expired 2026-11-09 09:00" in text
     (text,) = await say(tg, ADMIN, '/invite "KOL Anna" approval')
     (call,) = tg.api.of("createChatInviteLink")
     assert call.params == {"chat_id": CHAT_ID, "name": "KOL Anna", "creates_join_request": True}
