@@ -32,6 +32,7 @@ from handlers import (
     core,
     errors,
     guards,
+    invites,
     kpi,
     lottery,
     membership,
@@ -41,6 +42,7 @@ from handlers import (
 from handlers import polls as polls_handlers
 from schedules import calendar as calendar_schedule
 from schedules import digest, verification
+from schedules import invites as invites_schedule
 from schedules import lottery as lottery_schedule
 from schedules import polls as polls_schedule
 
@@ -73,6 +75,7 @@ FEATURES: list[ModuleType] = [
     guards,  # word filters and flood control on every group message
     lottery,  # /lottery /draw /reroll /cancel /lotteries /entrants, Join button, 口令
     kpi,  # /stats /kpi /settarget /targets /digest
+    invites,  # /invite /invites /myinvite /referralpoints, join requests, /top invites
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
@@ -82,6 +85,7 @@ SCHEDULES: list[ModuleType] = [
     verification,  # join-check deadlines
     lottery_schedule,  # timed draws, draws due after downtime, the live entrant count
     digest,  # daily and weekly digests
+    invites_schedule,  # referral credits once the referred member's 7 days are over
 ]
 
 PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"

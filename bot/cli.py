@@ -210,7 +210,12 @@ def cmd_kpi(args: argparse.Namespace) -> int:
     try:
         output = asyncio.run(
             export(
-                settings.database_url, args.chat_id, days=args.days, end=args.end, fmt=args.format
+                settings.database_url,
+                args.chat_id,
+                days=args.days,
+                end=args.end,
+                fmt=args.format,
+                by=args.by,
             )
         )
     except LookupError as exc:
@@ -235,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--end", type=_day, default=None, help="last day, YYYY-MM-DD (default: today, chat-local)"
     )
     kpi.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    kpi.add_argument(
+        "--by",
+        choices=("day", "source"),
+        default="day",
+        help="one row per day (default), or per source of the period's joins",
+    )
     kpi.set_defaults(func=cmd_kpi)
 
     db = commands.add_parser("db", help="database maintenance")

@@ -46,6 +46,7 @@ from bot.i18n import t
 from bot.services import BotContext, services_of
 from bot.text import escape
 from handlers import COMMANDS as COMMAND_GROUP
+from handlers import invites
 from handlers.common import (
     Target,
     group_info,
@@ -307,11 +308,14 @@ def parse_top_args(args: list[str]) -> tuple[str, str, int] | str:
 
 
 async def top(update: Update, context: BotContext) -> None:
-    """/top [week|month|all] [points|checkins] [N]: the leaderboard."""
+    """/top [week|month|all] [points|checkins] [N]: the leaderboard (/top invites: referrals)."""
     info = await _group_only(update, context)
     if info is None:
         return
     lang = info.language
+    if invites.wants_top_invites(list(context.args or ())):
+        await invites.top_invites(update, context, info, list(context.args or ()))
+        return
     parsed = parse_top_args(list(context.args or ()))
     if isinstance(parsed, str):
         await reply(update, t(lang, "checkins.top_usage", word=escape(parsed), max=TOP_MAX))

@@ -9,6 +9,7 @@ from telegram import ChatMember, ChatMemberAdministrator, ChatMemberUpdated, Mes
 from telegram.constants import ChatMemberStatus
 from telegram.ext import Application, ChatMemberHandler, MessageHandler, filters
 
+from bot import invites
 from bot.activity import SERVICE_ACCOUNTS, is_countable_user, local_day, record_join, record_leave
 from bot.chats import GROUP_TYPES
 from bot.commands import CommandSpec
@@ -75,17 +76,28 @@ async def track_message(update: Update, context: BotContext) -> None:
 # --- joins and leaves -----------------------------------------------------------------
 
 
-async def _join(context: BotContext, update: Update, chat_id: int, user, when) -> None:  # type: ignore[no-untyped-def]
+async def _join(context: BotContext, update: Update, chat_id: int, user, when, via) -> None:  # type: ignore[no-untyped-def]
+    """Record a join and, in the same transaction, where it came from (bot.invites)."""
     info = await group_info(update, context)
+    day = local_day(when, info.timezone)
     async with context.services.db.begin() as session:
-        await record_join(
+        recorded = await record_join(
             session,
             chat_id=chat_id,
             user_id=user.id,
             name=user.full_name,
             username=user.username,
             when=when,
-            day=local_day(when, info.timezone),
+            day=day,
+        )
+        await invites.attribute_join(
+            session,
+            chat_id=chat_id,
+            user_id=user.id,
+            when=when,
+            day=day,
+            recorded=recorded,
+            via=via,
         )
 
 
@@ -94,7 +106,7 @@ async def _leave(
 ) -> None:  # type: ignore[no-untyped-def]
     info = await group_info(update, context)
     async with context.services.db.begin() as session:
-        await record_leave(
+        if await record_leave(
             session,
             chat_id=chat_id,
             user_id=user.id,
@@ -103,7 +115,8 @@ async def _leave(
             when=when,
             day=local_day(when, info.timezone),
             kicked=kicked,
-        )
+        ):
+            await invites.note_leave(session, chat_id=chat_id, user_id=user.id, when=when)
 
 
 async def on_new_members(update: Update, context: BotContext) -> None:
@@ -111,7 +124,10 @@ async def on_new_members(update: Update, context: BotContext) -> None:
     message = update.effective_message
     for user in message.new_chat_members or ():
         if is_countable_user(user.id, user.is_bot):
-            await _join(context, update, message.chat_id, user, message.date)
+            # The service message names who added the member, never the link used.
+            adder = message.from_user.id if message.from_user else None
+            via = invites.JoinVia(added_by=adder)
+            await _join(context, update, message.chat_id, user, message.date, via)
 
 
 async def on_left_member(update: Update, context: BotContext) -> None:
@@ -139,7 +155,14 @@ async def on_chat_member(update: Update, context: BotContext) -> None:
             )
     was_in, now_in = is_in_chat(old), is_in_chat(new)
     if now_in and not was_in:
-        await _join(context, update, change.chat.id, user, change.date)
+        link = change.invite_link
+        via = invites.JoinVia(
+            url=link.invite_link if link else None,
+            link_name=link.name if link else None,
+            via_request=bool(change.via_join_request),
+            added_by=change.from_user.id if change.from_user else None,
+        )
+        await _join(context, update, change.chat.id, user, change.date, via)
     elif was_in and not now_in:
         kicked = new.status == ChatMemberStatus.BANNED or change.from_user.id != user.id
         await _leave(context, update, change.chat.id, user, change.date, kicked)

@@ -201,6 +201,7 @@ def chat_member(
     old_extra: dict[str, Any] | None = None,
     new_extra: dict[str, Any] | None = None,
     invite_link: dict[str, Any] | None = None,
+    via_join_request: bool = False,
 ) -> dict[str, Any]:
     """A chat_member update (sent when the bot is an administrator)."""
     body: dict[str, Any] = {
@@ -212,7 +213,54 @@ def chat_member(
     }
     if invite_link:
         body["invite_link"] = invite_link
+    if via_join_request:
+        body["via_join_request"] = True
     return _update(chat_member=body)
+
+
+def invite_link(
+    url: str,
+    *,
+    creator: dict[str, Any] | None = None,
+    name: str | None = None,
+    creates_join_request: bool = False,
+) -> dict[str, Any]:
+    """A ChatInviteLink as Telegram includes it in chat_member and chat_join_request updates.
+
+    Links created by other administrators come with their second half replaced by "…".
+    """
+    data: dict[str, Any] = {
+        "invite_link": url,
+        "creator": creator or BOT_USER,
+        "creates_join_request": creates_join_request,
+        "is_primary": False,
+        "is_revoked": False,
+    }
+    if name is not None:
+        data["name"] = name
+    return data
+
+
+def chat_join_request(
+    chat: dict[str, Any],
+    member_user: dict[str, Any],
+    *,
+    date: datetime,
+    invite_link: dict[str, Any] | None = None,
+    bio: str | None = None,
+) -> dict[str, Any]:
+    """A chat_join_request update (someone asked to join; the bot may approve or decline)."""
+    body: dict[str, Any] = {
+        "chat": chat,
+        "from": member_user,
+        "user_chat_id": member_user["id"],
+        "date": ts(date),
+    }
+    if invite_link:
+        body["invite_link"] = invite_link
+    if bio:
+        body["bio"] = bio
+    return _update(chat_join_request=body)
 
 
 def my_chat_member(

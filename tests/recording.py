@@ -99,6 +99,26 @@ def contract_problems(method: str, params: dict[str, Any]) -> list[str]:
             value = visible_text(value)
         if utf16_length(value) > limit:
             problems.append(f"{method}: {key} is too long ({utf16_length(value)} > {limit})")
+    problems += [f"{method}: {problem}" for problem in _value_problems(method, params)]
+    return problems
+
+
+def _value_problems(method: str, params: dict[str, Any]) -> list[str]:
+    """Telegram's documented value limits of the methods that have them."""
+    if method not in ("createChatInviteLink", "editChatInviteLink"):
+        return []
+    problems = []
+    name = params.get("name")
+    if name is not None and utf16_length(str(name)) > 32:
+        problems.append("invite link name longer than 32 characters")
+    limit = params.get("member_limit")
+    if limit is not None and not 1 <= int(limit) <= 99999:
+        problems.append("member_limit must be 1-99999")
+    if limit is not None and params.get("creates_join_request"):
+        problems.append("member_limit can't be specified with creates_join_request")
+    expire = params.get("expire_date")
+    if expire is not None and not isinstance(expire, int):
+        problems.append("expire_date must be a Unix time")
     return problems
 
 
@@ -123,6 +143,8 @@ class RecordingRequest(BaseRequest):
         self._raises: dict[str, list[BaseException]] = {}
         self._message_ids = itertools.count(5000)
         self._poll_ids = itertools.count(7_000_000_000_000_000_001)
+        self._link_ids = itertools.count(1)
+        self.invite_links: dict[str, dict[str, Any]] = {}  # createChatInviteLink's answers
         self.polls: dict[str, dict[str, Any]] = {}  # Telegram's side of the polls sent
 
     # -- BaseRequest -----------------------------------------------------------------------
@@ -373,6 +395,31 @@ class RecordingRequest(BaseRequest):
         else:
             user = {"id": user_id, "is_bot": False, "first_name": "User"}
         return {"status": "member", "user": user}
+
+    def _answer_createChatInviteLink(self, params: dict[str, Any]) -> dict[str, Any]:
+        link: dict[str, Any] = {
+            "invite_link": f"https://t.me/+Test{next(self._link_ids):012d}",
+            "creator": self.bot_user,
+            "creates_join_request": bool(params.get("creates_join_request", False)),
+            "is_primary": False,
+            "is_revoked": False,
+        }
+        for key in ("name", "expire_date", "member_limit"):
+            if params.get(key) is not None:
+                link[key] = params[key]
+        self.invite_links[link["invite_link"]] = link
+        return link
+
+    def _answer_revokeChatInviteLink(self, params: dict[str, Any]) -> dict[str, Any]:
+        known = self.invite_links.get(params["invite_link"])
+        link = dict(known) if known else {
+            "invite_link": params["invite_link"],
+            "creator": self.bot_user,
+            "creates_join_request": False,
+            "is_primary": False,
+        }  # fmt: skip
+        link["is_revoked"] = True
+        return link
 
     def _answer_getChatMemberCount(self, params: dict[str, Any]) -> int:
         return self.member_count
