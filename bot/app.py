@@ -30,6 +30,7 @@ from handlers import (
     checkins,
     connections,
     core,
+    dashboard,
     errors,
     guards,
     kpi,
@@ -73,6 +74,7 @@ FEATURES: list[ModuleType] = [
     guards,  # word filters and flood control on every group message
     lottery,  # /lottery /draw /reroll /cancel /lotteries /entrants, Join button, 口令
     kpi,  # /stats /kpi /settarget /targets /digest
+    dashboard,  # /dashboard, and the dashboard's web server (DASHBOARD_PORT)
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
