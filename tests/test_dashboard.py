@@ -7,6 +7,7 @@ import io
 import re
 from datetime import timedelta
 from html import unescape
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -561,3 +562,24 @@ async def test_the_bot_process_serves_the_dashboard_on_its_port(tg):
     async with httpx.AsyncClient() as web:
         with pytest.raises(httpx.ConnectError):
             await web.get(f"http://127.0.0.1:{port}{PREFIX}/tma")
+
+
+async def test_every_overview_figure_follows_plotlys_schema(tg):
+    """The figures are plain dicts (fast); Plotly's own validator must accept them."""
+    import json
+
+    import plotly.graph_objects as go
+
+    from bot import dashboard as data
+    from bot.web.charts import overview_figures
+
+    await history(tg)
+    tg.clock.set(h.at(40, 12))
+    async with tg.services.db() as session:
+        view = await data.overview(
+            session, G, now=tg.now(), tz=ZoneInfo("UTC"), days=90, lang="zh"
+        )
+    figures = overview_figures(view, lambda key: key)
+    assert len(figures) == 6
+    for _name, figure in figures:
+        go.Figure(json.loads(figure))  # raises on any unknown property or bad value
