@@ -211,6 +211,8 @@ async def candidate_groups(session: AsyncSession, user_id: int, *, owner: bool) 
 # --- calendar -------------------------------------------------------------------------------
 
 AWAITING = "awaiting_approval"
+PLANNED = "planned"  # an occurrence further ahead than the deliveries planned so far (48 h)
+MAX_PROJECTED = 500
 _STATUS = {
     cal.PENDING: "pending",
     cal.SENDING: "pending",
@@ -227,7 +229,7 @@ _TAGS = re.compile(r"<[^>]+>")
 
 @dataclass(frozen=True, slots=True)
 class CalendarEntry:
-    delivery_id: int
+    delivery_id: int | None  # None: projected from the post's schedule, no row yet
     post_key: str
     due: datetime  # chat-local
     status: str  # pending | sent | failed | missed | awaiting_approval | skipped | cancelled
@@ -239,6 +241,15 @@ class CalendarEntry:
     approval_id: int | None = None
     approval_digest: str | None = None
     approval_state: str | None = None
+    needs_approval: bool = False
+
+    @property
+    def anchor(self) -> str:
+        return (
+            str(self.delivery_id)
+            if self.delivery_id
+            else f"p-{self.post_key}-{int(self.due.timestamp())}"
+        )
 
 
 def preview_of(spec: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -301,7 +312,58 @@ async def calendar_entries(
                 approval_state=approval.state if approval else None,
             )
         )
+    if end > now and not await cal.is_paused(session, chat_id):
+        later = await _projected(session, chat_id, entries, start=max(start, now), end=end, tz=tz)
+        entries.extend(later)
+        entries.sort(key=lambda e: (e.due, e.delivery_id or 0))
     return entries
+
+
+async def _projected(
+    session: AsyncSession,
+    chat_id: int,
+    known: list[CalendarEntry],
+    *,
+    start: datetime,
+    end: datetime,
+    tz: ZoneInfo,
+) -> list[CalendarEntry]:
+    """Occurrences of the group's posts in [start, end) that have no delivery row yet (rows
+    are planned 48 h ahead), read from the stored post specs with the schedule's own rules."""
+    from bot.calendar_file import PostSpec
+
+    have = {(e.post_key, e.due) for e in known}
+    posts = await session.scalars(
+        select(cal.CalendarPost).where(cal.CalendarPost.active, cal.CalendarPost.enabled)
+    )
+    found: list[CalendarEntry] = []
+    for post in posts:
+        try:
+            spec = PostSpec.from_json(post.spec)
+        except (KeyError, TypeError, ValueError):
+            continue  # not a schedulable spec (e.g. a one-off whose row is the record)
+        if chat_id not in spec.targets or not spec.enabled:
+            continue
+        summary, text, media = preview_of(post.spec)
+        for moment in spec.schedule.occurrences(start, end, limit=MAX_PROJECTED):
+            due = moment.astimezone(tz)
+            if (post.key, due) in have or len(found) >= MAX_PROJECTED:
+                continue
+            found.append(
+                CalendarEntry(
+                    None,
+                    post.key,
+                    due,
+                    PLANNED,
+                    spec.kind,
+                    summary,
+                    text,
+                    media,
+                    None,
+                    needs_approval=spec.approval,
+                )
+            )
+    return found
 
 
 def decidable(entry: CalendarEntry, now: datetime) -> bool:

@@ -52,7 +52,7 @@ async def private_answer(
         rows.append(
             [InlineKeyboardButton(t(lang, "dashboard.button_open"), web_app=WebAppInfo(app_url))]
         )
-    link = f"{base}/login?token={token}"
+    link = f"{base}/login?token={token}&lang={lang}"
     rows.append([InlineKeyboardButton(t(lang, "dashboard.button_browser"), url=link)])
     await reply(
         update,

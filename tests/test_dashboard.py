@@ -31,8 +31,13 @@ PAGES = ["overview", "calendar", "engagement", "members", "members.csv"]
 
 
 @pytest.fixture
-def settings(settings):
-    return settings.model_copy(update={"dashboard_url": "https://dash.example.com/dash"})
+def settings(settings, tmp_path):
+    return settings.model_copy(
+        update={
+            "dashboard_url": "https://dash.example.com/dash",
+            "content_dir": str(tmp_path / "content"),
+        }
+    )
 
 
 def kpi(html: str, metric: str, day: str) -> str:
@@ -132,6 +137,22 @@ async def test_sign_in_link_works_once_and_expires(tg):
         expired = await web.post(f"{PREFIX}/login", data={"token": late})
         assert expired.status_code == 403
         assert (await web.post(f"{PREFIX}/login", data={"token": "nonsense"})).status_code == 403
+
+
+@both_databases
+async def test_two_concurrent_sign_ins_with_one_link_only_one_succeeds(tg):
+    import asyncio
+
+    await history(tg)
+    async with tg.services.db.begin() as session:
+        token = await auth.create_login(session, user_id=10, chat_id=G, now=tg.now())
+
+    async def redeem():
+        async with tg.services.db.begin() as session:
+            return await auth.redeem_login(session, token, now=tg.now())
+
+    results = await asyncio.gather(*(redeem() for _ in range(5)))
+    assert sorted(results, key=lambda r: r is None) == [(10, G)] + [None] * 4
 
 
 async def test_session_cookie_forged_or_expired_is_refused(tg):
@@ -301,6 +322,41 @@ async def test_calendar_month_and_week_with_status_and_preview(tg):
     # The week of 2026-11-09..15 holds all three.
     assert "2026-11-09 – 2026-11-15" in week.text
     assert len(re.findall(r'class="delivery"', week.text)) == 3
+
+
+async def test_calendar_shows_occurrences_beyond_the_planned_rows(tg):
+    from schedules import calendar as publishing
+    from tests.calendar_support import write_calendar
+
+    await history(tg)  # today: Friday 2026-11-13, 12:00 UTC
+    write_calendar(
+        tg,
+        f"""
+        timezone: UTC
+        targets: {{main: {G}}}
+        posts:
+          - {{id: tip, to: main, every: day at 09:00, text: "Tip <b>of</b> the day"}}
+          - {{id: elsewhere, to: -1001000000999, every: day at 10:00, text: Other}}
+        """,
+    )
+    await publishing.on_startup(tg.app)  # plans rows 48 h ahead: the 14th and 15th
+    async with tg.services.db() as session:
+        rows = list(await session.scalars(select(cal.CalendarDelivery)))
+    assert sorted(r.due_at.day for r in rows if r.chat_id == G) == [14, 15]
+    async with client(tg) as web:
+        page = await web.get(
+            f"{PREFIX}/g/{G}/calendar",
+            params={"view": "week", "date": "2026-11-16"},
+            headers=tma(10, tg.now()),
+        )
+        month = await web.get(f"{PREFIX}/g/{G}/calendar", headers=tma(10, tg.now()))
+    # Week of 16..22: no rows yet, seven planned occurrences at 09:00, none of the other group.
+    planned = re.findall(r'id="delivery-p-tip-(\d+)" data-status="planned"', page.text)
+    assert len(planned) == 7 and "Other" not in page.text
+    assert "Tip of the day" in page.text
+    # The month: the rows of the 14th and 15th (pending), then planned from the 16th to the 30th.
+    statuses = re.findall(r'class="delivery" id="delivery-[^"]+" data-status="(\w+)"', month.text)
+    assert statuses == ["pending", "pending"] + ["planned"] * 15
 
 
 async def test_engagement_shows_lotteries_polls_and_the_checkin_leaderboard(tg):
@@ -487,7 +543,8 @@ async def test_deep_link_answers_with_the_mini_app_button_and_a_working_sign_in_
     assert app_button["web_app"] == {"url": f"https://dash.example.com/dash/tma?chat={G}"}
     link = browser["url"]
     assert link.startswith("https://dash.example.com/dash/login?token=")
-    token = link.split("token=")[1]
+    token = link.split("token=")[1].split("&")[0]
+    assert link.endswith("&lang=en")
     async with client(tg) as web:
         shell = await web.get(f"{PREFIX}/tma", params={"chat": G})
         assert shell.status_code == 200 and f'data-target="{PREFIX}/g/{G}/overview"' in shell.text
@@ -513,6 +570,7 @@ async def test_dashboard_command_in_private_with_a_picked_group(tg):
     assert "运营看板" in call.params["text"]
     app_button, browser = _buttons(call)
     assert app_button["text"] == "📊 打开看板" and "web_app" in app_button
+    assert browser["url"].endswith("&lang=zh")
     async with client(tg) as web:
         page = await web.get(f"{PREFIX}/g/{G}/overview", headers=tma(10, tg.now()))
     assert "日活" in page.text and "概览" in page.text  # the operator's language

@@ -226,7 +226,8 @@ class Dashboard:
 
     async def login_form(self, request: Request) -> Response:
         token = request.query_params.get("token", "")
-        return self.render("login.html", "en", token=token)
+        lang = normalize_language(request.query_params.get("lang"))
+        return self.render("login.html", lang, token=token)
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
@@ -235,7 +236,8 @@ class Dashboard:
         async with self.services.db.begin() as session:
             redeemed = await auth.redeem_login(session, token, now=now)
         if redeemed is None:
-            return self.render("login_failed.html", "en", status=403)
+            lang = normalize_language(str(form.get("lang", "")))
+            return self.render("login_failed.html", lang, status=403)
         user_id, chat_id = redeemed
         log.info("dashboard: user %s signed in with a link", user_id)
         target = self.url(f"/g/{chat_id}/overview") if chat_id else self.url("/")
