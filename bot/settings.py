@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Language = Literal["en", "zh"]
@@ -75,6 +75,16 @@ class Settings(BaseSettings):
                 "DASHBOARD_URL must be an http(s) URL, e.g. https://bot.example.com/dash"
             )
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _dashboard_port_is_its_own(self) -> Settings:
+        if (
+            self.dashboard_port is not None
+            and self.webhook_url
+            and self.dashboard_port == self.port
+        ):
+            raise ValueError("DASHBOARD_PORT must differ from PORT (the webhook's port)")
+        return self
 
     @property
     def token(self) -> str | None:

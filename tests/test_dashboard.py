@@ -549,6 +549,9 @@ async def test_deep_link_answers_with_the_mini_app_button_and_a_working_sign_in_
         shell = await web.get(f"{PREFIX}/tma", params={"chat": G})
         assert shell.status_code == 200 and f'data-target="{PREFIX}/g/{G}/overview"' in shell.text
         assert "KPI" not in shell.text  # the shell carries no data
+        for odd in ("--5", "x", "<b>"):
+            other = await web.get(f"{PREFIX}/tma", params={"chat": odd, "page": "<i>"})
+            assert other.status_code == 200 and f'data-target="{PREFIX}/"' in other.text
         signed = await web.post(f"{PREFIX}/login", data={"token": token})
         assert signed.status_code == 303
         assert (await web.get(signed.headers["location"])).status_code == 200
@@ -641,3 +644,18 @@ async def test_every_overview_figure_follows_plotlys_schema(tg):
     assert len(figures) == 6
     for _name, figure in figures:
         go.Figure(json.loads(figure))  # raises on any unknown property or bad value
+
+
+def test_dashboard_settings_are_checked():
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    base = {"_env_file": None, "bot_token": "1:x"}
+    ok = Settings(**base, dashboard_port="8090", dashboard_url="https://x.example/dash/")
+    assert (ok.dashboard_port, ok.dashboard_url) == (8090, "https://x.example/dash")
+    assert Settings(**base, dashboard_port="", dashboard_url="").dashboard_port is None
+    with pytest.raises(ValidationError, match="http"):
+        Settings(**base, dashboard_url="x.example/dash")
+    with pytest.raises(ValidationError, match="differ from PORT"):
+        Settings(**base, dashboard_port=8080, port=8080, webhook_url="https://x.example/hook")

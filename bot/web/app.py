@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar as pycalendar
 import logging
+import re
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ STATIC = {
     "dashboard.js": (HERE / "static" / "dashboard.js", "text/javascript"),
     "dashboard.css": (HERE / "static" / "dashboard.css", "text/css"),
 }
+CHAT_ID = re.compile(r"^-?\d{1,20}$")
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 PAGES = ("overview", "calendar", "engagement", "members")
 # Telegram's web clients show Mini Apps in a frame.
@@ -217,11 +219,8 @@ class Dashboard:
         """The Mini App's entry: no data until its script proves who it is."""
         chat = request.query_params.get("chat", "")
         page = request.query_params.get("page", "overview")
-        target = (
-            self.url(f"/g/{int(chat)}/{page if page in PAGES else 'overview'}")
-            if (chat.lstrip("-").isdigit())
-            else self.url("/")
-        )
+        page = page if page in PAGES else "overview"
+        target = self.url(f"/g/{int(chat)}/{page}") if CHAT_ID.match(chat) else self.url("/")
         return self.render("shell.html", "en", target=target)
 
     async def login_form(self, request: Request) -> Response:
