@@ -230,6 +230,7 @@ _TAGS = re.compile(r"<[^>]+>")
 @dataclass(frozen=True, slots=True)
 class CalendarEntry:
     delivery_id: int | None  # None: projected from the post's schedule, no row yet
+    post_id: int
     post_key: str
     due: datetime  # chat-local
     status: str  # pending | sent | failed | missed | awaiting_approval | skipped | cancelled
@@ -242,6 +243,7 @@ class CalendarEntry:
     approval_digest: str | None = None
     approval_state: str | None = None
     needs_approval: bool = False
+    media_local: bool = False  # a file under CONTENT_DIR the dashboard can show
 
     @property
     def anchor(self) -> str:
@@ -253,7 +255,7 @@ class CalendarEntry:
 
 
 def preview_of(spec: dict[str, Any]) -> tuple[str, str, str | None]:
-    """(one-line summary, plain preview text, media name) of a stored post spec."""
+    """(one-line summary, plain preview text, media name or file id) of a stored post."""
     content = spec.get("content") or {}
     kind = post_kind(spec.get("kind", ""))
     try:
@@ -299,6 +301,7 @@ async def calendar_entries(
         entries.append(
             CalendarEntry(
                 delivery_id=delivery.id,
+                post_id=post.id,
                 post_key=post.key,
                 due=delivery.due_at.astimezone(tz),
                 status=status,
@@ -310,6 +313,7 @@ async def calendar_entries(
                 approval_id=approval.id if approval else None,
                 approval_digest=approval.digest if approval else None,
                 approval_state=approval.state if approval else None,
+                media_local=bool(media and post.spec.get("content", {}).get("local")),
             )
         )
     if end > now and not await cal.is_paused(session, chat_id):
@@ -352,6 +356,7 @@ async def _projected(
             found.append(
                 CalendarEntry(
                     None,
+                    post.id,  # type: ignore[arg-type]
                     post.key,
                     due,
                     PLANNED,
@@ -361,6 +366,7 @@ async def _projected(
                     media,
                     None,
                     needs_approval=spec.approval,
+                    media_local=bool(media and spec.content.get("local")),
                 )
             )
     return found

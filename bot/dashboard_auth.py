@@ -200,3 +200,20 @@ async def redeem_login(
         )
     ).one()
     return int(row[0]), row[1]
+
+
+# --- media of calendar posts ---------------------------------------------------------------
+
+MEDIA_TTL = timedelta(hours=1)
+
+
+def media_signature(post_id: int, expires: int, bot_token: str) -> str:
+    """A capability for one post's media file, handed out only on an authorized page (an
+    <img> request cannot carry the Mini App's Authorization header)."""
+    return _sign(_session_key(bot_token), f"media:{post_id}:{expires}")
+
+
+def media_ok(post_id: int, expires: int, signature: str, bot_token: str, *, now: datetime) -> bool:
+    return expires > now.timestamp() and hmac.compare_digest(
+        media_signature(post_id, expires, bot_token), signature
+    )

@@ -359,6 +359,39 @@ async def test_calendar_shows_occurrences_beyond_the_planned_rows(tg):
     assert statuses == ["pending", "pending"] + ["planned"] * 15
 
 
+async def test_calendar_shows_local_media_through_a_signed_link(tg):
+    from pathlib import Path
+
+    from schedules import calendar as publishing
+    from tests.calendar_support import write_calendar
+
+    await history(tg)
+    folder = Path(tg.services.settings.content_dir)
+    (folder / "media").mkdir(parents=True)
+    (folder / "media" / "hello.png").write_bytes(b"\x89PNG fake but non-empty")
+    write_calendar(
+        tg,
+        f"""
+        targets: {{main: {G}}}
+        posts:
+          - {{id: pic, to: main, at: "2026-11-14 09:00", photo: media/hello.png, caption: Hi}}
+          - {{id: remote, to: main, at: "2026-11-14 10:00", document: https://example.com/a.pdf}}
+        """,
+    )
+    await publishing.on_startup(tg.app)
+    async with client(tg) as web:
+        page = await web.get(f"{PREFIX}/g/{G}/calendar", headers=tma(10, tg.now()))
+        src = unescape(re.search(r'<img class="media" src="([^"]+)"', page.text).group(1))
+        assert "https://example.com/a.pdf" in page.text  # a remote file: its address only
+        image = await web.get(src)  # no Authorization: an <img> cannot send it
+        assert image.status_code == 200 and image.content == b"\x89PNG fake but non-empty"
+        assert image.headers["content-type"] == "image/png"
+        for bad in (src.replace("sig=", "sig=0"), re.sub(r"exp=\d+", "exp=9999999999", src)):
+            assert (await web.get(bad)).status_code == 403
+        tg.clock.advance(hours=1, seconds=1)
+        assert (await web.get(src)).status_code == 403  # expired
+
+
 async def test_engagement_shows_lotteries_polls_and_the_checkin_leaderboard(tg):
     from bot.lottery import Lottery
 
@@ -659,3 +692,16 @@ def test_dashboard_settings_are_checked():
         Settings(**base, dashboard_url="x.example/dash")
     with pytest.raises(ValidationError, match="differ from PORT"):
         Settings(**base, dashboard_port=8080, port=8080, webhook_url="https://x.example/hook")
+
+
+def test_media_files_are_served_only_from_the_content_folder(tmp_path):
+    from bot.web.app import media_path
+
+    (tmp_path / "content").mkdir()
+    (tmp_path / "content" / "a.png").write_bytes(b"x")
+    (tmp_path / "secret.txt").write_text("no")
+    root = str(tmp_path / "content")
+    assert media_path(root, "a.png") == (tmp_path / "content" / "a.png").resolve()
+    assert media_path(root, "../secret.txt") is None
+    assert media_path(root, str(tmp_path / "secret.txt")) is None  # absolute path
+    assert media_path(root, "missing.png") is None

@@ -18,6 +18,7 @@ Routes (under the path of DASHBOARD_URL):
 
 from __future__ import annotations
 
+import asyncio
 import calendar as pycalendar
 import logging
 import re
@@ -101,6 +102,13 @@ def fmt_percent(value: float | None) -> str:
 
 def fmt_local(moment: datetime | None, tz: Any) -> str:
     return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+def media_path(content_dir: str, name: str) -> Path | None:
+    """The file `name` under the content folder, if it is there (never outside it)."""
+    root = Path(content_dir).resolve()
+    path = (root / name).resolve()
+    return path if path.is_relative_to(root) and path.is_file() else None
 
 
 class Forbidden(Exception):
@@ -314,6 +322,16 @@ class Dashboard:
             for w in range(((grid_end - grid_start).days + 1) // 7)
         ]
         shown = [e for e in entries if first <= e.due.date() <= last]
+        expires = int((now + auth.MEDIA_TTL).timestamp())
+        media = {
+            e.post_id: self.url(
+                f"/media/{e.post_id}",
+                exp=expires,
+                sig=auth.media_signature(e.post_id, expires, self.token),
+            )
+            for e in shown
+            if e.media_local
+        }
         return self.page(
             "calendar.html",
             identity,
@@ -327,9 +345,36 @@ class Dashboard:
             by_day=by_day,
             entries=shown,
             decidable={e.delivery_id for e in shown if data.decidable(e, now)},
+            media=media,
             prev_anchor=prev_anchor,
             next_anchor=next_anchor,
             notice=request.query_params.get("notice", ""),
+        )
+
+    async def media(self, request: Request) -> Response:
+        """A calendar post's local media file, for a signed link an authorized page gave."""
+        try:
+            post_id = int(request.path_params["post_id"])
+            expires = int(request.query_params.get("exp", ""))
+        except ValueError:
+            raise Forbidden from None
+        signature = request.query_params.get("sig", "")
+        now = self.services.clock()
+        if not auth.media_ok(post_id, expires, signature, self.token, now=now):
+            raise Forbidden
+        async with self.services.db() as session:
+            post = await session.get(data.cal.CalendarPost, post_id)
+        content = (post.spec.get("content") or {}) if post else {}
+        if not content.get("local") or not content.get("media"):
+            raise Forbidden
+        path = await asyncio.to_thread(
+            media_path, self.services.settings.content_dir, str(content["media"])
+        )
+        if path is None:
+            raise Forbidden
+        return FileResponse(
+            path,
+            headers={"Cache-Control": "private, max-age=3600", **NOSNIFF},
         )
 
     async def decide(self, request: Request) -> Response:
@@ -446,6 +491,7 @@ def create_app(services: Services, bot: Bot) -> Starlette:
         Route("/g/{chat_id}/overview", guarded(dash.overview)),
         Route("/g/{chat_id}/calendar", guarded(dash.calendar)),
         Route("/g/{chat_id}/calendar/decide", guarded(dash.decide), methods=["POST"]),
+        Route("/media/{post_id}", guarded(dash.media)),
         Route("/g/{chat_id}/engagement", guarded(dash.engagement)),
         Route("/g/{chat_id}/members", guarded(dash.members)),
         Route("/g/{chat_id}/members.csv", guarded(dash.members_csv)),
