@@ -30,6 +30,7 @@ from handlers import (
     checkins,
     connections,
     core,
+    dashboard,
     errors,
     guards,
     invites,
@@ -76,6 +77,7 @@ FEATURES: list[ModuleType] = [
     lottery,  # /lottery /draw /reroll /cancel /lotteries /entrants, Join button, 口令
     kpi,  # /stats /kpi /settarget /targets /digest
     invites,  # /invite /invites /myinvite /referralpoints, join requests, /top invites
+    dashboard,  # /dashboard, and the dashboard's web server (DASHBOARD_PORT)
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Language = Literal["en", "zh"]
@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     port: int = 8080
+    # The operators' dashboard (bot/web): served by the bot process when a port is set.
+    dashboard_port: int | None = None
+    dashboard_url: str | None = None  # public address used in buttons, e.g. https://x/dash
+    dashboard_listen: str = "127.0.0.1"  # behind the reverse proxy by default
 
     @field_validator("bot_owners", mode="before")
     @classmethod
@@ -55,6 +59,32 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_language_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("dashboard_port", "dashboard_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _check_dashboard_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(
+                "DASHBOARD_URL must be an http(s) URL, e.g. https://bot.example.com/dash"
+            )
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _dashboard_port_is_its_own(self) -> Settings:
+        if (
+            self.dashboard_port is not None
+            and self.webhook_url
+            and self.dashboard_port == self.port
+        ):
+            raise ValueError("DASHBOARD_PORT must differ from PORT (the webhook's port)")
+        return self
 
     @property
     def token(self) -> str | None:

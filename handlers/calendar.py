@@ -12,6 +12,7 @@ from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot import calendar as cal
+from bot.calendar_decisions import Decision, decide_as
 from bot.calendar_file import PostSpec, Schedule
 from bot.commands import Audience, CommandSpec
 from bot.db import upsert
@@ -329,33 +330,19 @@ async def approval_button(update: Update, context: BotContext) -> None:
         await query.answer(t(lang, "calendar.decision_stale"), show_alert=True)
         return
     action, approval_id, digest = match.group(1), int(match.group(2)), match.group(3)
-    services = context.services
     user = query.from_user
-    async with services.db() as session:
-        approval = await session.get(cal.CalendarApproval, approval_id)
-        chats = await cal.approval_chats(session, approval) if approval else []
-    if approval is None:
-        await query.answer(t(lang, "calendar.decision_stale"), show_alert=True)
-        return
-    for chat_id in chats:
-        if not await services.operators.is_operator(context.bot, chat_id, user.id):
-            await query.answer(t(lang, "calendar.decision_not_allowed"), show_alert=True)
-            return
-    if not chats and user.id not in services.operators.owners:
-        await query.answer(t(lang, "calendar.decision_not_allowed"), show_alert=True)
-        return
     state = DECISIONS[action]
-    async with services.db.begin() as session:
-        decided = await cal.decide(
-            session,
-            approval_id,
-            digest_prefix=digest,
-            state=state,
-            by=user.id,
-            now=services.clock(),
-        )
-    if not decided:
-        await query.answer(t(lang, "calendar.decision_stale"), show_alert=True)
+    decision = await decide_as(
+        context.services,
+        context.bot,
+        approval_id=approval_id,
+        digest_prefix=digest,
+        state=state,
+        user_id=user.id,
+        via="chat",
+    )
+    if decision is not Decision.DONE:
+        await query.answer(t(lang, f"calendar.decision_{decision}"), show_alert=True)
         return
     note = t(lang, f"calendar.decision_{state}", name=escape(user.full_name))
     await query.answer()
