@@ -40,7 +40,7 @@ from schedules import digest as digest_jobs
 from schedules.lottery import draw_and_announce, runtime_of
 from tests import factories as f
 from tests.calendar_support import deliveries, run_due, write_calendar
-from tests.conftest import TEST_TOKEN, FakeClock, Harness
+from tests.conftest import TEST_TOKEN, FakeClock, Harness, both_databases
 from tests.recording import RecordingRequest, flood
 from tests.standin import BotApiStandIn
 from tests.telegram_html import visible_text
@@ -183,6 +183,7 @@ async def lottery_row(tg: Harness, lottery_id: int) -> Lottery:
         return await session.get(Lottery, lottery_id, populate_existing=True)
 
 
+@both_databases
 async def test_draw_announcement_is_retried_on_5xx_and_not_resent_after_a_timeout(tg, delays):
     await join(tg, A, B)
     winner = f.user(41, "Winner <i>")
@@ -218,6 +219,7 @@ async def runtime_catch_up(tg: Harness) -> None:
 # --- Forbidden: that chat is deactivated, the others carry on ---------------------------------
 
 
+@both_databases
 async def test_digest_run_over_three_chats_with_the_middle_one_kicked(tg):
     await join(tg, A, B, C)
     tg.clock.set(datetime(2026, 11, 25, 8, tzinfo=UTC))
@@ -236,6 +238,7 @@ async def test_digest_run_over_three_chats_with_the_middle_one_kicked(tg):
     assert not tg.app.job_queue.get_jobs_by_name(digest_jobs.job_name(B["id"], "daily"))
 
 
+@both_databases
 async def test_calendar_run_over_three_chats_kicked_server_error_and_timeout(tg):
     await join(tg, A, B, C)
     write_calendar(
@@ -307,44 +310,58 @@ async def test_hostile_names_through_every_feature_that_prints_names(tg):
     ("can't parse entities", too long); the names must also come out as written."""
     await join(tg, A)
     people = [f.user(200 + i, name) for i, name in enumerate(HOSTILE)]
-    await tg.feed(f.message(A, ADMIN, "/setwelcome Welcome {name}!", date=tg.now()))
-    await tg.feed(f.message(A, ADMIN, "/welcome on", date=tg.now()))
+    people.append(f.user(299, "<i>", last_name="&lt;/i&gt;"))  # full_name: "<i> &lt;/i&gt;"
+    names = [" ".join(filter(None, (p["first_name"], p.get("last_name")))) for p in people]
+    for command in ("/setwelcome Welcome {name}!", "/welcome on", "/filter spam warn"):
+        await tg.feed(f.message(A, ADMIN, command, date=tg.now()))
     tg.api.clear()
     for person in people:
         await tg.feed(f.new_members(A, [person], date=tg.now()))
         await tg.feed(f.message(A, person, "hello", date=tg.now()))
         await tg.feed(f.message(A, person, "/checkin", date=tg.now()))
         await tg.feed(f.message(A, person, "/me", date=tg.now()))
-    welcomes = visible("Welcome", tg.api, A)
-    assert welcomes == [f"Welcome {p['first_name']}!" for p in people]
+    assert visible("Welcome", tg.api, A) == [f"Welcome {name}!" for name in names]
+    assert all(any(f"{name} checked in" in t for t in visible("", tg.api, A)) for name in names)
+    tg.api.clear()
     for person in people:
-        warn = f.message(A, ADMIN, "/warn spam", date=tg.now())
+        await tg.feed(f.message(A, person, "buy spam now", date=tg.now()))  # a filter hit
+        warn = f.message(A, ADMIN, "/warn rude", date=tg.now())
         warn["message"]["reply_to_message"] = f.message_dict(A, person, "x", date=tg.now())
         await tg.feed(warn)
-    warned = visible("", tg.api, A)[-len(people) :]
-    assert all(p["first_name"] in text for p, text in zip(people, warned, strict=True))
+        points = f.message(A, ADMIN, "/points +5 thanks", date=tg.now())
+        points["message"]["reply_to_message"] = f.message_dict(A, person, "x", date=tg.now())
+        await tg.feed(points)
+    texts = visible("", tg.api, A)
+    assert len(texts) == 3 * len(people)
+    for i, name in enumerate(names):  # the filter hit, the warning, the points change
+        assert all(name in text for text in texts[3 * i : 3 * i + 3]), texts[3 * i : 3 * i + 3]
     tg.api.clear()
     await tg.feed(f.message(A, ADMIN, "/top 100", date=tg.now()))
-    (board,) = visible("", tg.api, A)
-    assert all(p["first_name"] in board for p in people)
-    await tg.feed(f.message(A, ADMIN, "/inactive 1d", date=tg.now()))
-    await tg.feed(f.message(A, ADMIN, "/warns", date=tg.now()))
     await tg.feed(f.message(A, ADMIN, "/modlog", date=tg.now()))
-    tg.api.clear()
+    board, log = visible("", tg.api, A)
+    assert all(name in board and name in log for name in names)
 
     lottery = await setup_lottery(tg, A, people)
     tg.clock.advance(hours=1)
     await draw_and_announce(tg.app, lottery.id)
     (announcement,) = visible("is drawn", tg.api, A)
-    winner = next(p for p in people if p["first_name"] in announcement)
-    assert winner
+    assert sum(name in announcement for name in names) == 1  # the one winner
 
     tg.clock.advance(days=1)
     await tg.flush()
     tg.api.clear()
     await tg.feed(f.message(A, ADMIN, "/digest now", date=tg.now()))
     report = "\n".join(visible("", tg.api, A))
-    assert sum(p["first_name"] in report for p in people) >= 5  # the top 5 contributors
+    assert all(name in report for name in names)  # top contributors, new members
+    tg.clock.advance(days=1)
+    tg.api.clear()
+    await tg.feed(f.message(A, ADMIN, "/inactive 1d", date=tg.now()))
+    (silent,) = visible("", tg.api, A)
+    assert all(name in silent for name in names)
+    await tg.feed(f.message(A, ADMIN, "/verify on", date=tg.now()))
+    newcomer = f.user(300, '</a><a href="tg://user?id=1">x')
+    await tg.feed(f.new_members(A, [newcomer], date=tg.now()))
+    assert visible(newcomer["first_name"], tg.api, A)  # the join check names the newcomer
 
 
 def visible(prefix: str, api: RecordingRequest, chat: dict[str, Any]) -> list[str]:
