@@ -400,7 +400,13 @@ async def test_sqlite_under_hundreds_of_concurrent_updates(tg):
         updates.append(f.message(chat, person, "签到", date=tg.now()))
         updates.append(f.message(chat, person, "/checkin", date=tg.now()))  # a second try
         updates.append(f.poll_answer(poll_id, person, [i % 2]))
-    await tg.feed_concurrently(*updates)
+
+    async def flushes() -> None:  # the activity buffer is written meanwhile, as in production
+        for _ in range(30):
+            await asyncio.sleep(0)
+            await tg.flush()
+
+    await asyncio.gather(tg.feed_concurrently(*updates), flushes())
     await tg.flush()
     async with tg.db() as session:
         checkins = await session.scalar(select(func.count()).select_from(CheckIn))
