@@ -210,6 +210,25 @@ async def test_draw_announcement_is_retried_on_5xx_and_not_resent_after_a_timeou
     assert len([t for t in texts_to(tg.api, B) if "is drawn" in t]) == 1
 
 
+@both_databases
+async def test_a_draw_announcement_that_keeps_failing_is_announced_by_a_later_sweep(tg, delays):
+    await join(tg, A)
+    lottery = await setup_lottery(tg, A, [f.user(41, "Winner")])
+    tg.clock.advance(hours=1)
+    tg.api.fault("sendMessage", "500", chat_id=A["id"], times=4)  # Telegram is down a while
+    assert await draw_and_announce(tg.app, lottery.id)
+    row = await lottery_row(tg, lottery.id)
+    assert (row.state, row.announcing_at) == (State.DRAWING, None)  # surely not sent
+    tg.clock.advance(minutes=9)
+    await runtime_catch_up(tg)
+    assert len([t for t in texts_to(tg.api, A) if "is drawn" in t]) == 4  # within the lease
+    tg.clock.advance(minutes=2)
+    await runtime_catch_up(tg)
+    assert len([t for t in texts_to(tg.api, A) if "is drawn" in t]) == 5
+    assert (await lottery_row(tg, lottery.id)).state == State.DRAWN
+    assert delays == [1.0, 3.0, 10.0]
+
+
 async def runtime_catch_up(tg: Harness) -> None:
     from schedules.lottery import catch_up
 
