@@ -142,7 +142,7 @@ async def send_text(
         return []
     kwargs.setdefault("parse_mode", ParseMode.HTML)
     sent: list[Message] = []
-    for part in split_message(text):
+    for part in split_message(text, markup=kwargs["parse_mode"] == ParseMode.HTML):
         message = await _send_one(bot, services, chat_id, part, kwargs)
         if message is None:
             break

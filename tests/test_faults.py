@@ -43,7 +43,7 @@ from tests.calendar_support import deliveries, run_due, write_calendar
 from tests.conftest import TEST_TOKEN, FakeClock, Harness, both_databases
 from tests.recording import RecordingRequest, flood
 from tests.standin import BotApiStandIn
-from tests.telegram_html import visible_text
+from tests.telegram_html import check_html, visible_text
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = f.user(10, "Ada")
@@ -645,3 +645,33 @@ async def test_kill_9_mid_draw_digest_calendar_and_activity_then_restart(setting
     # the last second of message counts may be lost to a kill -9 (docs/faults.md), never doubled
     flushed = before + len(first) + len(checkins)
     assert flushed <= messages[0] <= flushed + len(last)
+
+
+async def test_a_long_formatted_welcome_is_sent_whole_and_well_formed(tg):
+    """Telegram counts the limit after parsing the HTML: a one-line welcome of 3,800 visible
+    characters with 60 links is over 6,000 characters as markup; it fits in one message, and
+    must never be cut inside a tag."""
+    await join(tg, A)
+    await tg.feed(f.message(A, ADMIN, "/welcome on", date=tg.now()))
+    url = "https://example.com/some/long/path"
+    head = "Welcome {name}! " + "x" * 3500 + " "
+    plain = head + "docs " * 60
+    command = f.message(A, ADMIN, "/setwelcome " + plain, date=tg.now())
+    shift = len("/setwelcome ") + len(head)  # the operator's links, as Telegram sends them
+    command["message"]["entities"] += [
+        {"type": "text_link", "offset": shift + 5 * i, "length": 4, "url": url} for i in range(60)
+    ]
+    await tg.feed(command)
+    tg.api.clear()
+    await tg.feed(f.new_members(A, [f.user(77, "Newcomer")], date=tg.now()))
+    (welcome,) = texts_to(tg.api, A)
+    assert welcome.count(f'<a href="{url}">docs</a>') == 60
+    assert utf16_len(visible_text(welcome)) <= 4096 < utf16_len(welcome)
+
+
+def test_an_overlong_formatted_line_is_cut_outside_tags():
+    line = "x" * 4000 + '<a href="https://example.com/path">link</a> <b>bold</b> ' * 40
+    parts = split_message(line)
+    assert len(parts) == 2 and "".join(visible_text(p) for p in parts) == visible_text(line)
+    assert all(check_html(part) is None for part in parts)
+    assert all(utf16_len(visible_text(part)) <= 4096 for part in parts)
