@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import Update
 from telegram.constants import ParseMode
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, Defaults
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
 from telegram.request import BaseRequest
 
 import bot.schema  # noqa: F401  (every table, and the calendar post kinds features register)
@@ -22,6 +22,7 @@ from bot.chats import ChatDirectory
 from bot.commands import CommandSpec, publish_commands
 from bot.db import create_engine, make_sessionmaker
 from bot.operators import OperatorCheck
+from bot.sending import ChatRateLimiter
 from bot.services import SERVICES_KEY, BotContext, Services, services_of, system_clock
 from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor, route_commands
@@ -162,7 +163,7 @@ def build_app(
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
     if rate_limiter:
-        builder = builder.rate_limiter(AIORateLimiter(max_retries=3))
+        builder = builder.rate_limiter(ChatRateLimiter(max_retries=3))
     if concurrent:
         builder = builder.concurrent_updates(ChatOrderedUpdateProcessor())
     app = builder.build()

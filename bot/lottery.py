@@ -126,6 +126,9 @@ class Lottery(SQLModel, table=True):
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     claimed_at: datetime | None = Field(default=None, sa_column=utc_column())
     drawn_at: datetime | None = Field(default=None, sa_column=utc_column())
+    # Set while the announcement is with Telegram: if the process dies (or the send times
+    # out) the announcement may be posted already, so it is never sent a second time.
+    announcing_at: datetime | None = Field(default=None, sa_column=utc_column())
     closed_at: datetime | None = Field(default=None, sa_column=utc_column())
     # A lottery posted by the content calendar: the delivery it was created for, so a retried
     # delivery finds its lottery instead of opening a second one (UNIQUE: one per delivery).
@@ -805,6 +808,17 @@ async def reclaim_announcement(
         .values(claimed_at=now)
     )
     return result.rowcount == 1
+
+
+async def begin_announcement(
+    session: AsyncSession, lottery_id: int, *, now: datetime | None
+) -> None:
+    """Record that the announcement is being sent (None: it certainly was not, retry later)."""
+    await session.execute(
+        update(LOTTERY)
+        .where(LOTTERY.c.id == lottery_id, LOTTERY.c.state == State.DRAWING.value)
+        .values(announcing_at=now)
+    )
 
 
 async def mark_announced(

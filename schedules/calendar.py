@@ -41,7 +41,7 @@ from bot.calendar_file import PostSpec, Problem, fingerprint, load_calendar
 from bot.i18n import normalize_language, t
 from bot.models import Chat, UserProfile
 from bot.post_kinds import Outgoing, post_kind
-from bot.sending import CHAT_GONE_ERRORS
+from bot.sending import CHAT_GONE_ERRORS, outcome_unknown
 from bot.services import Services, services_of
 from bot.text import escape
 
@@ -267,8 +267,12 @@ async def send_claimed(app: AnyApp, claim: cal.Claim) -> str:
                 Outgoing(app, services, chat_id, claim.spec, rt.content_dir, claim.delivery_id)
             )
     except TimedOut as exc:
-        state = cal.UNKNOWN
-        error = f"timed out ({exc.message}): Telegram may have posted it; check the group"
+        if outcome_unknown(exc):
+            state = cal.UNKNOWN
+            error = f"timed out ({exc.message}): Telegram may have posted it; check the group"
+        else:  # the request never left (no connection): safe to send again
+            state, error = cal.PENDING, f"network: {exc.message}"
+            retry_in = BASE_BACKOFF * 2 ** (claim.attempts - 1)
     except RetryAfter as exc:
         state, error = cal.PENDING, f"flood control: retry after {exc.retry_after}"
         retry_in = timedelta(seconds=_seconds(exc.retry_after) + 1)

@@ -42,7 +42,7 @@ from bot.digest import (
 from bot.i18n import t
 from bot.kpi import local_today
 from bot.models import Chat, UserProfile
-from bot.sending import CHAT_GONE_ERRORS, send_text
+from bot.sending import CHAT_GONE_ERRORS, retry_network, send_text
 from bot.services import Services, services_of
 from bot.text import MAX_CAPTION_UTF16, utf16_len
 
@@ -85,7 +85,7 @@ async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
             await catch_up(app, schedule, info)
         except Exception:
             log.exception("digest catch-up failed for chat %s", schedule.chat_id)
-        schedule_jobs(app, schedule, info)
+        await reschedule(app, info.id)  # read again: the catch-up may have found it gone
     if app.job_queue is not None:
         for job in app.job_queue.get_jobs_by_name("digest:sync"):
             job.schedule_removal()
@@ -316,14 +316,18 @@ async def _send_photo(
     bot: Bot, services: Services, chat_id: int, png: bytes, caption: str
 ) -> Message | None:
     """send_photo with the failures handled the way bot.sending.send_text handles them."""
+
+    def send(target: int) -> Any:
+        return retry_network(
+            lambda: bot.send_photo(target, photo=png, caption=caption, parse_mode=ParseMode.HTML)
+        )
+
     try:
-        return await bot.send_photo(chat_id, photo=png, caption=caption, parse_mode=ParseMode.HTML)
+        return await send(chat_id)
     except ChatMigrated as exc:
         await services.activity.flush()
         await services.chats.migrate(chat_id, exc.new_chat_id)
-        return await bot.send_photo(
-            exc.new_chat_id, photo=png, caption=caption, parse_mode=ParseMode.HTML
-        )
+        return await send(exc.new_chat_id)
     except Forbidden:
         await services.chats.deactivate(chat_id, bot_status="kicked")
         return None

@@ -33,6 +33,7 @@ from bot.lottery import (
     Pick,
     State,
     agenda,
+    begin_announcement,
     claim_count_edit,
     claim_draw,
     conditions_of,
@@ -42,9 +43,9 @@ from bot.lottery import (
     open_keywords,
     reclaim_announcement,
 )
-from bot.sending import send_text
+from bot.sending import outcome_unknown, send_text
 from bot.services import BotContext, Services, services_of
-from bot.text import escape, mention
+from bot.text import escape, mention, split_message
 from bot.timeparse import format_duration
 
 log = logging.getLogger(__name__)
@@ -308,8 +309,11 @@ async def draw_and_announce(app: AnyApp, lottery_id: int) -> bool:
 async def announce(app: AnyApp, lottery_id: int) -> None:
     """Post the result of a claimed draw, then record it as announced and update the post.
 
-    If sending fails the lottery stays `drawing`, and the sweep of some process announces it
-    once `ANNOUNCE_LEASE` has passed.
+    The attempt is recorded first (`announcing_at`). If sending fails for sure (5xx or no
+    connection, after `send_text`'s retries) the mark is cleared and the lottery stays
+    `drawing`: the sweep of some process announces it once `ANNOUNCE_LEASE` has passed. If
+    the outcome is unknown (TimedOut, or the process died while sending) the announcement
+    may be in the group, so it is not sent again: the result goes into the lottery post.
     """
     services = services_of(app)
     async with services.db() as session:
@@ -317,12 +321,20 @@ async def announce(app: AnyApp, lottery_id: int) -> None:
     if outcome is None:
         return
     lang, _ = await chat_settings(services, outcome.lottery.chat_id)
+    async with services.db.begin() as session:
+        await begin_announcement(session, lottery_id, now=services.clock())
     try:
         sent = await send_text(
             app.bot, services, outcome.lottery.chat_id, render_announcement(outcome, lang)
         )
     except TelegramError as exc:
+        if outcome_unknown(exc):
+            log.warning("announcing lottery %s: no answer (%s); not resending", lottery_id, exc)
+            await publish_in_post(app, lottery_id)
+            return
         log.warning("announcing lottery %s failed (%s); will retry later", lottery_id, exc)
+        async with services.db.begin() as session:
+            await begin_announcement(session, lottery_id, now=None)
         return
     async with services.db.begin() as session:
         await mark_announced(
@@ -331,6 +343,29 @@ async def announce(app: AnyApp, lottery_id: int) -> None:
         lottery = await get_lottery(session, lottery_id)
     if lottery is not None:
         await edit_post(app.bot, services, lottery)
+
+
+async def publish_in_post(app: AnyApp, lottery_id: int) -> None:
+    """An announcement that may or may not have been posted: record the draw as announced
+    and put the result into the lottery post (an edit is harmless if it was posted)."""
+    services = services_of(app)
+    async with services.db.begin() as session:
+        await mark_announced(session, lottery_id, announcement_id=None)
+        outcome = await load_outcome(session, lottery_id)
+    if outcome is None or outcome.lottery.message_id is None:
+        return
+    lottery = outcome.lottery
+    lang, _ = await chat_settings(services, lottery.chat_id)
+    parts = split_message(render_announcement(outcome, lang))
+    if len(parts) > 1:  # too long for one message: the post says "drawn" at least
+        await edit_post(app.bot, services, lottery)
+        return
+    try:
+        await app.bot.edit_message_text(
+            parts[0], chat_id=lottery.chat_id, message_id=lottery.message_id
+        )
+    except TelegramError as exc:
+        log.warning("could not put lottery %s's result into its post: %s", lottery_id, exc)
 
 
 # --- start-up and the sweep --------------------------------------------------------------------
@@ -362,7 +397,17 @@ async def catch_up(app: AnyApp, *, schedule_all: bool) -> None:
             mine = await reclaim_announcement(
                 session, lottery_id, now=services.clock(), lease=ANNOUNCE_LEASE
             )
-        if mine:
+        if not mine:
+            continue
+        async with services.db() as session:
+            lottery = await get_lottery(session, lottery_id)
+        if lottery is not None and lottery.announcing_at is not None:
+            log.warning(
+                "lottery %s: its process stopped while announcing; publishing in the post",
+                lottery_id,
+            )
+            await publish_in_post(app, lottery_id)
+        else:
             log.warning("announcing lottery %s, drawn by a process that stopped", lottery_id)
             await announce(app, lottery_id)
     for lottery_id, when in plan.upcoming:

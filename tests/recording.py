@@ -5,8 +5,10 @@
   HTML texts are checked the way Telegram parses them, with its length limits.
   A violation is answered with 400 like Telegram would, and recorded so the test fails.
 - `getMe` is answered locally, so `Application.initialize()` works without a network.
-- Results are valid Bot API JSON; tests add `responders` for methods whose answer matters
-  and queue errors with `fail(method, …)`.
+- Results are valid Bot API JSON; tests add `responders` for methods whose answer matters.
+- Faults are programmable (`fault`, `fail`, `raise_on`): per method, optionally per chat, for
+  a number of calls — Telegram's own error JSON (429 with retry_after, 5xx, 403, 400), so PTB
+  raises the real exception types, or a transport failure (TimedOut, NetworkError).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
 from tests.telegram_html import check_html, utf16_length, visible_text
@@ -73,6 +77,60 @@ class Failure:
     error_code: int
     description: str
     parameters: dict[str, Any] | None = None
+
+
+@dataclass
+class Fault:
+    """A scripted failure: the next `times` calls of `method` (to `chat_id`, if given)."""
+
+    method: str
+    outcome: Failure | BaseException
+    chat_id: int | None = None
+    times: int = 1
+
+    def matches(self, method: str, params: dict[str, Any]) -> bool:
+        if method != self.method or self.times <= 0:
+            return False
+        return self.chat_id is None or str(params.get("chat_id")) == str(self.chat_id)
+
+
+def flood(retry_after: int = 5) -> Failure:
+    """429 as Telegram sends it: the text says the wait, `parameters.retry_after` carries it."""
+    return Failure(
+        429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after}
+    )
+
+
+def server_error(code: int = 500) -> Failure:
+    descriptions = {500: "Internal Server Error", 502: "Bad Gateway", 504: "Gateway Timeout"}
+    return Failure(code, descriptions.get(code, "Internal Server Error"))
+
+
+def timed_out() -> TimedOut:
+    """No answer in time: Telegram may or may not have acted (httpx read timeout)."""
+    error = TimedOut()
+    error.__cause__ = httpx.ReadTimeout("timed out")
+    return error
+
+
+def connection_refused() -> NetworkError:
+    """The request never reached Telegram (as PTB's HTTPXRequest reports httpx.ConnectError)."""
+    error = NetworkError("httpx.ConnectError: [Errno 111] Connection refused")
+    error.__cause__ = httpx.ConnectError("[Errno 111] Connection refused")
+    return error
+
+
+FAULTS: dict[str, Callable[[], Failure | BaseException]] = {
+    "flood": flood,
+    "500": server_error,
+    "502": lambda: server_error(502),
+    "kicked": lambda: Failure(403, "Forbidden: bot was kicked from the supergroup chat"),
+    "blocked": lambda: Failure(403, "Forbidden: bot was blocked by the user"),
+    "chat not found": lambda: Failure(400, "Bad Request: chat not found"),
+    "too long": lambda: Failure(400, "Bad Request: message is too long"),
+    "timeout": timed_out,
+    "network": connection_refused,
+}
 
 
 def contract_problems(method: str, params: dict[str, Any]) -> list[str]:
@@ -139,8 +197,8 @@ class RecordingRequest(BaseRequest):
     member_count: int = 1
 
     def __post_init__(self) -> None:
-        self._failures: dict[str, list[Failure]] = {}
-        self._raises: dict[str, list[BaseException]] = {}
+        self.faults: list[Fault] = []
+        self.faulted: list[tuple[Call, Failure | BaseException]] = []  # calls that got a fault
         self._message_ids = itertools.count(5000)
         self._poll_ids = itertools.count(7_000_000_000_000_000_001)
         self._link_ids = itertools.count(1)
@@ -176,26 +234,53 @@ class RecordingRequest(BaseRequest):
         if problems:
             self.violations.extend(problems)
             return self._error(Failure(400, "Bad Request: " + "; ".join(problems)))
-        raising = self._raises.get(api_method)
-        if raising:
-            raise raising.pop(0)
-        queued = self._failures.get(api_method)
-        if queued:
-            return self._error(queued.pop(0))
+        fault = next((f for f in self.faults if f.matches(api_method, params)), None)
+        if fault is not None:
+            fault.times -= 1
+            self.faulted.append((self.calls[-1], fault.outcome))
+            if isinstance(fault.outcome, BaseException):
+                raise fault.outcome
+            return self._error(fault.outcome)
         responder = self.responders.get(api_method) or getattr(self, f"_answer_{api_method}", None)
         return self._ok(responder(params) if responder else True)
 
     # -- scripting -------------------------------------------------------------------------
 
-    def fail(self, method: str, error_code: int, description: str, **parameters: Any) -> None:
-        """Make the next call of `method` fail as Telegram would (e.g. 403, 429 retry_after)."""
-        self._failures.setdefault(method, []).append(
-            Failure(error_code, description, parameters or None)
-        )
+    def fault(
+        self,
+        method: str,
+        kind: str | Failure | BaseException,
+        *,
+        chat_id: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Make the next `times` calls of `method` (to `chat_id`, if given) fail.
 
-    def raise_on(self, method: str, error: BaseException) -> None:
+        `kind`: a name from FAULTS ("flood", "500", "502", "kicked", "blocked",
+        "chat not found", "too long", "timeout", "network"), a Failure, or an exception.
+        """
+        outcome = FAULTS[kind]() if isinstance(kind, str) else kind
+        self.faults.append(Fault(method, outcome, chat_id, times))
+
+    def fail(
+        self,
+        method: str,
+        error_code: int,
+        description: str,
+        *,
+        chat_id: int | None = None,
+        times: int = 1,
+        **parameters: Any,
+    ) -> None:
+        """Make the next call of `method` fail as Telegram would (e.g. 403, 429 retry_after)."""
+        failure = Failure(error_code, description, parameters or None)
+        self.fault(method, failure, chat_id=chat_id, times=times)
+
+    def raise_on(
+        self, method: str, error: BaseException, *, chat_id: int | None = None, times: int = 1
+    ) -> None:
         """Make the next call of `method` fail in transport (e.g. TimedOut: no answer came)."""
-        self._raises.setdefault(method, []).append(error)
+        self.fault(method, error, chat_id=chat_id, times=times)
 
     def set_admins(
         self, chat_id: int, *users: dict[str, Any], owner: dict[str, Any] | None = None
