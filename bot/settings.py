@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     port: int = 8080
+    # Key of the hashed opt-outs (/forgetme); unset: derived from the bot token (see
+    # docs/privacy.md: set it before rotating the token, or opt-outs are forgotten).
+    privacy_salt: SecretStr | None = None
 
     @field_validator("bot_owners", mode="before")
     @classmethod

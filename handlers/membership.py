@@ -76,6 +76,8 @@ async def track_message(update: Update, context: BotContext) -> None:
 
 
 async def _join(context: BotContext, update: Update, chat_id: int, user, when) -> None:  # type: ignore[no-untyped-def]
+    if context.services.opt_outs.excluded(chat_id, user.id):
+        return  # asked to be forgotten (bot.privacy)
     info = await group_info(update, context)
     async with context.services.db.begin() as session:
         await record_join(
@@ -92,6 +94,8 @@ async def _join(context: BotContext, update: Update, chat_id: int, user, when) -
 async def _leave(
     context: BotContext, update: Update, chat_id: int, user, when, kicked: bool
 ) -> None:  # type: ignore[no-untyped-def]
+    if context.services.opt_outs.excluded(chat_id, user.id):
+        return  # asked to be forgotten (bot.privacy)
     info = await group_info(update, context)
     async with context.services.db.begin() as session:
         await record_leave(
