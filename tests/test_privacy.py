@@ -405,3 +405,55 @@ async def test_erased_winner_keeps_the_draw_verifiable_and_rerolls_follow_the_ra
 
 def test_every_rule_value_is_used():
     assert {rule for rule in DECISIONS.values()} == set(Rule)
+
+
+# --- several processes ------------------------------------------------------------------------
+
+
+async def test_other_processes_learn_the_opt_out_at_start_and_within_a_minute(
+    tg, engine, settings
+):
+    from telegram import Update
+
+    from bot.app import build_app, startup
+    from bot.services import services_of
+    from tests.recording import RecordingRequest
+
+    await setup_group(tg, GROUP)
+    await say(tg, ZELDA)
+    running = build_app(
+        settings,
+        engine=engine,
+        request=RecordingRequest(now=lambda: tg.clock().timestamp()),
+        clock=tg.clock,
+        rate_limiter=False,
+        concurrent=False,
+    )
+    async with running:
+        await startup(running)
+        data = await forgetme(tg)
+        await press(tg, ZELDA, data, f.private(ZELDA))
+        other = services_of(running)
+        assert not other.opt_outs.excluded(GID, ZELDA["id"])  # not yet told
+        [job] = running.job_queue.get_jobs_by_name("privacy:reload")
+        await job.run(running)
+        assert other.opt_outs.excluded(GID, ZELDA["id"])
+        update = f.message(GROUP, ZELDA, "from the other process", date=tg.now())
+        await running.process_update(Update.de_json(update, running.bot))
+        await other.activity.flush()
+        assert await traces(tg, ZELDA["id"]) == []
+        await other.activity.stop()
+    # A process started later loads the opt-outs at start-up.
+    later = build_app(
+        settings,
+        engine=engine,
+        request=RecordingRequest(now=lambda: tg.clock().timestamp()),
+        clock=tg.clock,
+        rate_limiter=False,
+        concurrent=False,
+    )
+    async with later:
+        await startup(later)
+        assert services_of(later).opt_outs.excluded(GID, ZELDA["id"])
+        assert not services_of(later).opt_outs.excluded(GID, BOB["id"])
+        await services_of(later).activity.stop()
