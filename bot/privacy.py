@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
+from bot.activity import merge_states
 from bot.checkins import Checkin
 from bot.lottery import ENTRY, LOTTERY, ranking
 from bot.lottery import State as LotteryState
@@ -353,15 +354,22 @@ def _scrub(text: str, names: list[str]) -> str:
 
 
 async def erase(
-    session: AsyncSession, user_id: int, *, chat_ids: set[int] | None = None
+    session: AsyncSession,
+    user_id: int,
+    *,
+    chat_ids: set[int] | None = None,
+    pseudonyms: dict[int, int] | None = None,
 ) -> Erasure:
     """Erase a person's data (everywhere, or in `chat_ids`), in the caller's transaction.
 
     Idempotent: a second run finds nothing of theirs. The per-chat day totals are kept by the
     rollup triggers, and reassigning a rollup row to another id within its chat and day
-    changes none of them.
+    changes none of them. `pseudonyms` (chat → pseudonym of an earlier run) makes a later
+    sweep merge rows written meanwhile (by a process that had not learnt the opt-out yet)
+    into the same pseudonymous member, so nobody is counted twice.
     """
-    done = Erasure()
+    done = Erasure(chats=dict(pseudonyms or {}))
+    earlier = set(done.chats)
     names = await _known_names(session, user_id, chat_ids)
 
     # Roster and rollups → the group's pseudonym, names dropped.
@@ -380,6 +388,9 @@ async def erase(
     )
     for chat_id in sorted(chats):
         pseudonym = done.pseudonym(chat_id)
+        if chat_id in earlier:
+            done.pseudonymised += await _merge_member(session, chat_id, user_id, pseudonym)
+            continue
         moved = await session.execute(
             update(ACTIVITY)
             .where(ACTIVITY.c.chat_id == chat_id, ACTIVITY.c.user_id == user_id)
@@ -402,6 +413,17 @@ async def erase(
         )
     ).all()
     for chat_id, poll_id in vote_chats:
+        if chat_id in earlier:  # the pseudonym's vote (if any) stands; this one goes
+            pseudonym_voted = await session.scalar(
+                select(VOTE.c.poll_id).where(
+                    VOTE.c.poll_id == poll_id, VOTE.c.user_id == done.pseudonym(chat_id)
+                )
+            )
+            if pseudonym_voted is not None:
+                await session.execute(
+                    delete(VOTE).where(VOTE.c.poll_id == poll_id, VOTE.c.user_id == user_id)
+                )
+                continue
         moved = await session.execute(
             update(VOTE)
             .where(VOTE.c.poll_id == poll_id, VOTE.c.user_id == user_id)
@@ -440,6 +462,74 @@ async def erase(
             .values({column: None})
         )
     return done
+
+
+FLAGS = ("checked_in", "poll_answered", "lottery_entered")
+COUNTS = ("messages", "edits", "joins", "leaves")
+
+
+async def _merge_member(session: AsyncSession, chat_id: int, user_id: int, pseudonym: int) -> int:
+    """Fold rows written under the real id after an erasure into the group's pseudonym.
+
+    A rollup row of a day the pseudonym already has is added to it and deleted (the triggers
+    then count the member once that day); other days are reassigned. The roster rows merge
+    their counters and activity states (`merge_states`, as a group migration does).
+    """
+    merged = 0
+    rows = (
+        await session.execute(
+            select(ACTIVITY).where(ACTIVITY.c.chat_id == chat_id, ACTIVITY.c.user_id == user_id)
+        )
+    ).mappings()
+    for row in list(rows):
+        key = and_(ACTIVITY.c.chat_id == chat_id, ACTIVITY.c.day == row["day"])
+        target = (
+            (await session.execute(select(ACTIVITY).where(key, ACTIVITY.c.user_id == pseudonym)))
+            .mappings()
+            .first()
+        )
+        if target is None:
+            await session.execute(
+                update(ACTIVITY)
+                .where(key, ACTIVITY.c.user_id == user_id)
+                .values(user_id=pseudonym)
+            )
+        else:
+            firsts = [v for v in (target["first_message_ts"], row["first_message_ts"]) if v]
+            values: dict[str, object] = {c: target[c] + row[c] for c in COUNTS}
+            values.update({f: bool(target[f] or row[f]) for f in FLAGS})
+            values["first_message_ts"] = min(firsts) if firsts else None
+            await session.execute(delete(ACTIVITY).where(key, ACTIVITY.c.user_id == user_id))
+            await session.execute(
+                update(ACTIVITY).where(key, ACTIVITY.c.user_id == pseudonym).values(**values)
+            )
+        merged += 1
+    late = await session.get(Member, (chat_id, user_id), populate_existing=True)
+    if late is None:
+        return merged
+    kept = await session.get(Member, (chat_id, pseudonym), populate_existing=True)
+    if kept is None:
+        await session.execute(
+            update(MEMBER)
+            .where(MEMBER.c.chat_id == chat_id, MEMBER.c.user_id == user_id)
+            .values(user_id=pseudonym, display_name="", username=None)
+        )
+        return merged + 1
+    kept.message_count += late.message_count
+    kept.first_seen = min(kept.first_seen, late.first_seen)
+    if late.last_active and (kept.last_active is None or late.last_active > kept.last_active):
+        kept.last_active = late.last_active
+    if late.status_changed_at and (
+        kept.status_changed_at is None or late.status_changed_at > kept.status_changed_at
+    ):
+        kept.status, kept.status_changed_at = late.status, late.status_changed_at
+        kept.joined_at, kept.left_at = late.joined_at or kept.joined_at, late.left_at
+    kept.active_day, kept.active_mask = merge_states(
+        kept.active_day, kept.active_mask, late.active_day, late.active_mask
+    )
+    await session.delete(late)
+    await session.flush()
+    return merged + 1
 
 
 async def _known_names(

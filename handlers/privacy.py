@@ -43,6 +43,7 @@ COMMANDS = [
 ]
 PREFIX = "forget:"
 RELOAD_SECONDS = 60  # other processes' opt-outs are learnt within a minute
+SWEEP_AFTER_SECONDS = 2 * RELOAD_SECONDS + 5  # …and their buffers flushed a second later
 ANONYMOUS_ADMIN = 1087968824
 
 
@@ -257,6 +258,15 @@ async def _confirm(
         key = "privacy.already_done" if claim.status is privacy.Claim.DONE else "privacy.expired"
         await _answer(update, t(lang, key), alert=claim.status is not privacy.Claim.DONE)
         return
+    if context.job_queue is not None:
+        # Other processes learn the opt-out within RELOAD_SECONDS; whatever they recorded
+        # meanwhile is folded into the same pseudonyms then. The id stays in memory only.
+        context.job_queue.run_once(
+            _sweep,
+            when=SWEEP_AFTER_SECONDS,
+            data=(subject, scope, dict(done.chats)),
+            name=f"privacy:sweep:{request.id}",
+        )
     log.info(
         "erased a member's data (%s groups, %s rows pseudonymised, %s deleted)",
         len(done.chats),
@@ -265,6 +275,23 @@ async def _confirm(
     )
     await _answer(update)
     await _edit(update, t(lang, "privacy.done" if scope is None else "privacy.forget_done"))
+
+
+async def _sweep(context: BotContext) -> None:
+    """Erase again what other processes recorded before they learnt of the opt-out."""
+    assert context.job is not None
+    subject, scope, pseudonyms = context.job.data  # type: ignore[misc]
+    services = context.services
+    if not services.opt_outs.excluded(scope, subject):
+        return  # they opted back in meanwhile: what is recorded now is wanted
+    await services.activity.flush()
+    async with services.db.begin() as session:
+        await privacy.erase(
+            session,
+            subject,
+            chat_ids=None if scope is None else {scope},
+            pseudonyms=pseudonyms,
+        )
 
 
 # --- wiring ------------------------------------------------------------------------------------

@@ -410,6 +410,7 @@ def test_every_rule_value_is_used():
 # --- several processes ------------------------------------------------------------------------
 
 
+@both_databases
 async def test_other_processes_learn_the_opt_out_at_start_and_within_a_minute(
     tg, engine, settings
 ):
@@ -420,7 +421,9 @@ async def test_other_processes_learn_the_opt_out_at_start_and_within_a_minute(
     from tests.recording import RecordingRequest
 
     await setup_group(tg, GROUP)
+    await tg.feed(f.new_members(GROUP, [ZELDA, BOB], date=tg.now()))
     await say(tg, ZELDA)
+    await say(tg, BOB)
     running = build_app(
         settings,
         engine=engine,
@@ -431,10 +434,25 @@ async def test_other_processes_learn_the_opt_out_at_start_and_within_a_minute(
     )
     async with running:
         await startup(running)
+        before = await kpis(tg, GID)
         data = await forgetme(tg)
         await press(tg, ZELDA, data, f.private(ZELDA))
         other = services_of(running)
-        assert not other.opt_outs.excluded(GID, ZELDA["id"])  # not yet told
+        assert not other.opt_outs.excluded(GID, ZELDA["id"])  # not yet told…
+        late = f.message(GROUP, ZELDA, "written meanwhile", date=tg.now())
+        await running.process_update(Update.de_json(late, running.bot))
+        await other.activity.flush()  # …so it records her again
+        assert await traces(tg, ZELDA["id"])
+        [sweep] = [j for j in tg.app.job_queue.jobs() if j.name.startswith("privacy:sweep:")]
+        await sweep.run(tg.app)
+        assert await traces(tg, ZELDA["id"]) == []
+        before[0][-1]["messages"] += 1  # her late message counts, for the same member
+        before[1][-1]["messages"] += 1
+        assert await kpis(tg, GID) == before
+        async with tg.db() as session:
+            roster = list(await session.scalars(select(Member).where(Member.chat_id == GID)))
+        assert sorted(m.user_id < 0 for m in roster) == [False, True]
+        assert [m.message_count for m in roster if m.user_id < 0] == [2]
         [job] = running.job_queue.get_jobs_by_name("privacy:reload")
         await job.run(running)
         assert other.opt_outs.excluded(GID, ZELDA["id"])
