@@ -45,7 +45,7 @@ from bot.activity import merge_states
 from bot.checkins import Checkin
 from bot.lottery import ENTRY, LOTTERY, ranking
 from bot.lottery import State as LotteryState
-from bot.models import ChatAdmin, DailyActivity, Member, UserProfile, utc_column
+from bot.models import Chat, ChatAdmin, DailyActivity, Member, UserProfile, utc_column
 from bot.moderation import MemberWarning, ModLogEntry
 from bot.points import PointsBalance, PointsLedger
 from bot.polls import Poll, PollVote
@@ -316,6 +316,8 @@ ACTIVITY = DailyActivity.__table__  # type: ignore[attr-defined]
 VOTE = PollVote.__table__  # type: ignore[attr-defined]
 POLL = Poll.__table__  # type: ignore[attr-defined]
 MODLOG = ModLogEntry.__table__  # type: ignore[attr-defined]
+ADMINS = ChatAdmin.__table__  # type: ignore[attr-defined]
+CHAT = Chat.__table__  # type: ignore[attr-defined]
 
 # Deleted outright: (table, person column). Tables with a chat_id are limited to the scope.
 DELETED: list[tuple[Table, str]] = [
@@ -434,6 +436,19 @@ async def erase(
     await _erase_lottery_entries(session, user_id, chat_ids, done)
     await _erase_mod_log(session, user_id, chat_ids, done, names)
 
+    # The operator cache: their rows go, and those groups ask Telegram again at the next
+    # check (an operator who erased their data stays an operator).
+    admin_of = list(
+        await session.scalars(
+            select(ADMINS.c.chat_id).where(
+                ADMINS.c.user_id == user_id, *_in_scope(ADMINS, chat_ids)
+            )
+        )
+    )
+    if admin_of:
+        await session.execute(
+            update(CHAT).where(CHAT.c.id.in_(admin_of)).values(admins_refreshed_at=None)
+        )
     for table, column in DELETED:
         result = await session.execute(
             delete(table).where(table.c[column] == user_id, *_in_scope(table, chat_ids))

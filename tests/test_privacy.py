@@ -132,7 +132,7 @@ async def rows_of(tg: Harness, user_id: int) -> list[tuple[str, dict]]:
     return sorted(found, key=repr)
 
 
-async def traces(tg: Harness, user_id: int) -> list[str]:
+async def traces(tg: Harness, user_id: int, words: tuple[str, ...] = SECRET_WORDS) -> list[str]:
     """Where the person's names, username or id still appear (every column of every table)."""
     found = []
     async with tg.services.engine.connect() as connection:
@@ -147,7 +147,7 @@ async def traces(tg: Harness, user_id: int) -> list[str]:
                     if text is None:
                         continue
                     lowered = text.lower()
-                    if str(user_id) in lowered or any(w in lowered for w in SECRET_WORDS):
+                    if str(user_id) in lowered or any(w in lowered for w in words):
                         found.append(f"{table.name}.{column} = {text!r}")
     return found
 
@@ -475,3 +475,37 @@ async def test_other_processes_learn_the_opt_out_at_start_and_within_a_minute(
         assert services_of(later).opt_outs.excluded(GID, ZELDA["id"])
         assert not services_of(later).opt_outs.excluded(GID, BOB["id"])
         await services_of(later).activity.stop()
+
+
+async def test_an_operator_who_erases_their_data_stays_an_operator_and_their_work_stays(tg):
+    oswald = f.user(777000555, "Oswald", username="oswald_op")
+    words = ("oswald",)
+    await tg.feed(f.my_chat_member(GROUP, oswald, "left", "administrator", date=tg.now()))
+    tg.api.set_admins(GID, oswald)
+    await tg.feed(f.new_members(GROUP, [BOB], date=tg.now()))
+    await say(tg, BOB)
+    for text in (
+        "/poll Lunch? | Pizza | Sushi",
+        "/warn @bobby too loud",
+        "/points +5 @bobby helpful",
+        "/lottery Hat | draw in 2h",
+    ):
+        await say(tg, oswald, text)
+    await tg.feed(f.message(f.private(oswald), oswald, "/start", date=tg.now()))
+    assert await traces(tg, oswald["id"], words)
+    data = await forgetme(tg, oswald)
+    await press(tg, oswald, data, f.private(oswald))
+    assert await traces(tg, oswald["id"], words) == []
+    async with tg.db() as session:
+        poll = await session.scalar(select(Poll))
+        assert poll.created_by == 0  # NOT NULL: 0 = nobody
+        [warning] = list(
+            await session.scalars(select(ModLogEntry).where(ModLogEntry.action == "warn"))
+        )
+        assert warning.target_id == BOB["id"] and warning.actor_id < 0 and warning.actor_name == ""
+        assert warning.reason == "too loud"
+    # Still an operator: the administrator list is asked again.
+    tg.api.clear()
+    await say(tg, oswald, "/modlog")
+    assert tg.api.of("getChatAdministrators")
+    assert "warning" in tg.api.sent_texts(GID)[-1]
