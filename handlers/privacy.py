@@ -239,13 +239,19 @@ async def _confirm(
                     session, services.opt_outs.digest(subject), scope, now
                 )
                 if scope is not None:
+                    # Asked by an anonymous administrator: whoever confirmed stays anonymous.
+                    anonymous = request.requested_by == ANONYMOUS_ADMIN
                     await mod.log_entry(
                         session,
                         chat_id=scope,
                         now=now,
                         action="forget",
-                        actor_id=None if asker == ANONYMOUS_ADMIN else query.from_user.id,
-                        actor_name=query.from_user.full_name,
+                        actor_id=None if anonymous else asker,
+                        actor_name=(
+                            t(lang, "moderation.anonymous_admin")
+                            if anonymous
+                            else query.from_user.full_name
+                        ),
                         target_id=done.pseudonym(scope),
                         target_name="",
                     )

@@ -509,3 +509,23 @@ async def test_an_operator_who_erases_their_data_stays_an_operator_and_their_wor
     await say(tg, oswald, "/modlog")
     assert tg.api.of("getChatAdministrators")
     assert "warning" in tg.api.sent_texts(GID)[-1]
+
+
+async def test_forget_asked_by_an_anonymous_admin_is_confirmed_by_an_operator_anonymously(tg):
+    await setup_group(tg, GROUP)
+    await say(tg, ZELDA)
+    await tg.flush()
+    anonymous = f.message(
+        GROUP, f.ANONYMOUS_ADMIN, "/forget @zelda_qx", date=tg.now(), sender_chat=GROUP
+    )
+    await tg.feed(anonymous)
+    data = buttons(tg.api.of("sendMessage")[-1])[0]["callback_data"]
+    answer = await press(tg, BOB, data, GROUP)
+    assert answer["show_alert"] and "Only the person who asked" in answer["text"]
+    await press(tg, ADMIN, data, GROUP)
+    async with tg.db() as session:
+        [entry] = list(
+            await session.scalars(select(ModLogEntry).where(ModLogEntry.action == "forget"))
+        )
+        assert entry.actor_id is None and entry.actor_name == "anonymous admin"
+        assert await session.get(Member, (GID, ZELDA["id"])) is None
