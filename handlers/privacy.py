@@ -112,7 +112,10 @@ async def forget(update: Update, context: BotContext, target: Target) -> None:
     args = list(context.args or [])
     member, _ = await resolve_member(update, context, target.chat_id, args)
     if member is None:
-        await reply(update, t(lang, "privacy.forget_usage"))
+        if args:
+            await reply(update, t(lang, "privacy.forget_unknown", user=escape(args[0])))
+        else:
+            await reply(update, t(lang, "privacy.forget_usage"))
         return
     if member.sender_chat_id is not None or member.is_bot or member.user_id in SERVICE_ACCOUNTS:
         await reply(update, t(lang, "privacy.forget_not_person"))

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from bot import kpi
-from bot.lottery import Lottery, LotteryEntry, verify
+from bot.lottery import Lottery, LotteryEntry, verification_report, verify
 from bot.models import DailyActivity, Member
 from bot.moderation import ModLogEntry
 from bot.polls import Poll
@@ -325,6 +325,8 @@ async def test_operator_forget_erases_in_that_group_only_and_logs_it(tg):
     assert "Only the group's operators" in tg.api.sent_texts(GID)[-1]
     await say(tg, ADMIN, "/forget")
     assert "/forget @username" in tg.api.sent_texts(GID)[-1]
+    await say(tg, ADMIN, "/forget @nobody_<here>")
+    assert "I don't know @nobody_&lt;here&gt; in this group" in tg.api.sent_texts(GID)[-1]
 
     await tg.feed(
         f.message(GROUP, ADMIN, "/forget", date=tg.now(), reply_to_message=zelda_message)
@@ -396,6 +398,8 @@ async def test_erased_winner_keeps_the_draw_verifiable_and_rerolls_follow_the_ra
         assert after.ok, after.problems
         assert [u < 0 for u in after.ranking] == [True, False, False, True, False, False]
         assert after.ranking[1:3] == order[1:3] and after.ranking[4:] == order[4:]
+        report = verification_report(after)
+        assert report.count("(erased: position as recorded)") == 2 and "\nMATCH: " in report
     # A reroll continues down the same ranking: rank 2 wins.
     await say(tg, ADMIN, f"/reroll {lottery.id} 1")
     async with tg.db() as session:
