@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import driver_value, upsert, upsert_tuples
 from bot.models import Chat, ChatDay, ChatMigration, DailyActivity, Member
+from bot.opt_outs import OptOuts
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,11 @@ class ActivityRecorder:
         *,
         max_pending: int = 500,
         interval: float = 1.0,
+        opt_outs: OptOuts | None = None,
     ) -> None:
         self._db = db
+        # People who asked to be forgotten (bot.privacy): their messages are not recorded.
+        self._opt_outs = opt_outs if opt_outs is not None else OptOuts(b"")
         bind = db.kw.get("bind")
         # Several PostgreSQL writers lock rows (and the chat_day totals their triggers update)
         # in the order given: sort batches so they all use the same order. SQLite writers
@@ -137,6 +141,11 @@ class ActivityRecorder:
         edited: bool = False,
     ) -> None:
         """Count one message (or edit) of a member; cheap enough for every group message."""
+        opt_outs = self._opt_outs
+        if (user_id not in opt_outs.clear or chat_id in opt_outs.by_chat) and opt_outs.excluded(
+            chat_id, user_id
+        ):
+            return  # opted out: two set lookups for everybody else
         counts = self._days.get((chat_id, user_id, day))
         if counts is None:
             # [messages, edits, first message]: a chat's updates arrive in order, so the

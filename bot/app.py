@@ -22,6 +22,7 @@ from bot.chats import ChatDirectory
 from bot.commands import CommandSpec, publish_commands
 from bot.db import create_engine, make_sessionmaker
 from bot.operators import OperatorCheck
+from bot.opt_outs import OptOuts, opt_out_key
 from bot.sending import ChatRateLimiter
 from bot.services import SERVICES_KEY, BotContext, Services, services_of, system_clock
 from bot.settings import Settings
@@ -39,6 +40,7 @@ from handlers import (
     lottery,
     membership,
     moderation,
+    privacy,
     rules,
 )
 from handlers import polls as polls_handlers
@@ -79,6 +81,7 @@ FEATURES: list[ModuleType] = [
     kpi,  # /stats /kpi /settarget /targets /digest
     invites,  # /invite /invites /myinvite /referralpoints, join requests, /top invites
     dashboard,  # /dashboard, and the dashboard's web server (DASHBOARD_PORT)
+    privacy,  # /forgetme /forget /rememberme: erasure and the hashed opt-out
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
@@ -133,6 +136,8 @@ def build_app(
     """
     engine = engine or create_engine(settings.database_url)
     db = make_sessionmaker(engine)
+    salt = settings.privacy_salt.get_secret_value() if settings.privacy_salt else None
+    opt_outs = OptOuts(opt_out_key(privacy_salt=salt, token=settings.token))
     services = Services(
         settings=settings,
         engine=engine,
@@ -143,8 +148,9 @@ def build_app(
             default_language=settings.bot_language,
             clock=clock,
         ),
-        activity=ActivityRecorder(db),
+        activity=ActivityRecorder(db, opt_outs=opt_outs),
         operators=OperatorCheck(db, owners=settings.bot_owners, clock=clock),
+        opt_outs=opt_outs,
         clock=clock,
     )
 

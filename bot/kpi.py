@@ -506,7 +506,10 @@ async def member_names(
             Member.chat_id == chat_id, Member.user_id.in_(user_ids)
         )
     )
-    return {uid: (name or str(uid), username) for uid, name, username in rows}
+    # An erased member (bot.privacy) keeps a negative pseudonym and no name: shown as 👤.
+    return {
+        uid: (name or ("👤" if uid < 0 else str(uid)), username) for uid, name, username in rows
+    }
 
 
 # --- a day's report and a period's report ------------------------------------------------

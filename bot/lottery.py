@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -193,9 +193,39 @@ def ticket(seed: bytes, lottery_id: int, user_id: int) -> bytes:
     return hmac.new(seed, f"{lottery_id}:{user_id}".encode("ascii"), hashlib.sha256).digest()
 
 
-def ranking(seed: bytes, lottery_id: int, user_ids: Iterable[int]) -> list[int]:
-    """Entrants in draw order: lowest ticket first (ties, which never happen, by user id)."""
-    return sorted(user_ids, key=lambda user_id: (ticket(seed, lottery_id, user_id), user_id))
+def ranking(
+    seed: bytes,
+    lottery_id: int,
+    user_ids: Iterable[int],
+    fixed: Mapping[int, int] | None = None,
+) -> list[int]:
+    """Entrants in draw order: lowest ticket first (ties, which never happen, by user id).
+
+    `fixed` maps entrants whose id was erased (bot.privacy: a pseudonym replaced it after the
+    draw) to the 1-based position they held; everybody else fills the other positions in
+    ticket order, so their order is still checked against the seed.
+    """
+    fixed = fixed or {}
+    ordered = sorted(
+        (u for u in user_ids if u not in fixed),
+        key=lambda user_id: (ticket(seed, lottery_id, user_id), user_id),
+    )
+    if not fixed:
+        return ordered
+    slots: list[int | None] = [None] * (len(ordered) + len(fixed))
+    misplaced = []
+    for user_id, position in sorted(fixed.items(), key=lambda item: item[1]):
+        if 1 <= position <= len(slots) and slots[position - 1] is None:
+            slots[position - 1] = user_id
+        else:
+            misplaced.append(user_id)  # verification reports it: not where it is recorded
+    rest = iter([*ordered, *misplaced])
+    return [slot if slot is not None else next(rest) for slot in slots]
+
+
+def fixed_positions(entries: Iterable[Any]) -> dict[int, int]:
+    """Pseudonymised entrants (negative ids) and the ranks recorded for them."""
+    return {e.user_id: e.rank for e in entries if e.user_id < 0 and e.rank is not None}
 
 
 # --- the /lottery arguments ------------------------------------------------------------------
@@ -723,7 +753,7 @@ async def _walk(session: AsyncSession, lottery: Lottery, *, needed: int, round: 
     assert lottery.id is not None
     rows = (
         await session.execute(
-            select(ENTRY.c.user_id, MEMBER.c.status)
+            select(ENTRY.c.user_id, MEMBER.c.status, ENTRY.c.rank)
             .select_from(
                 ENTRY.outerjoin(
                     MEMBER,
@@ -733,8 +763,9 @@ async def _walk(session: AsyncSession, lottery: Lottery, *, needed: int, round: 
             .where(ENTRY.c.lottery_id == lottery.id)
         )
     ).all()
-    status = {int(user_id): state for user_id, state in rows}
-    order = ranking(lottery.seed_bytes, lottery.id, status)
+    status = {int(user_id): state for user_id, state, _ in rows}
+    fixed = {int(u): r for u, _, r in rows if u < 0 and r is not None}
+    order = ranking(lottery.seed_bytes, lottery.id, status, fixed)
     position, found, marks = lottery.cursor, 0, []
     while found < needed and position < len(order):
         user_id = order[position]
@@ -1075,7 +1106,7 @@ class Verification:
     lottery: Lottery
     commitment_ok: bool
     ranking: list[int]  # every entrant, in draw order
-    tickets: dict[int, str]  # user id → HMAC hex
+    tickets: dict[int, str]  # user id → HMAC hex ("" for an erased entrant: rank recorded)
     expected: list[int]  # winners recomputed from the ranking and the recorded skips
     recorded: list[int]  # winners as stored (and announced)
     problems: list[str]
@@ -1099,7 +1130,8 @@ async def verify(session: AsyncSession, lottery_id: int) -> Verification | None:
         return None
     entries = await entrants(session, lottery_id)
     seed = lottery.seed_bytes
-    order = ranking(seed, lottery_id, [e.user_id for e in entries])
+    fixed = fixed_positions(entries)
+    order = ranking(seed, lottery_id, [e.user_id for e in entries], fixed)
     by_user = {e.user_id: e for e in entries}
     problems: list[str] = []
     for entry in entries:
@@ -1131,7 +1163,7 @@ async def verify(session: AsyncSession, lottery_id: int) -> Verification | None:
         lottery=lottery,
         commitment_ok=commitment_of(seed) == lottery.commitment,
         ranking=order,
-        tickets={u: ticket(seed, lottery_id, u).hex() for u in order},
+        tickets={u: "" if u in fixed else ticket(seed, lottery_id, u).hex() for u in order},
         expected=expected,
         recorded=recorded,
         problems=problems,
@@ -1155,8 +1187,10 @@ def verification_report(result: Verification, *, shown_after: int = 5) -> str:
     ]
     shown = min(len(result.ranking), lottery.cursor + shown_after)
     for user_id in result.ranking[:shown]:
+        shown_ticket = result.tickets[user_id]
         lines.append(
-            f"  {entries_by_rank[user_id]:>5}. {user_id:>14}  {result.tickets[user_id][:16]}…"
+            f"  {entries_by_rank[user_id]:>5}. {user_id:>14}  "
+            + (f"{shown_ticket[:16]}…" if shown_ticket else "(erased: position as recorded)")
         )
     if shown < len(result.ranking):
         lines.append(f"  … {len(result.ranking) - shown} more")

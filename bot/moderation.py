@@ -626,7 +626,12 @@ async def inactive_members(
     """Members still in the group whose last sign of life is before `cutoff`, oldest first."""
     rows = await session.scalars(
         select(Member)
-        .where(Member.chat_id == chat_id, Member.status == "member", _last_seen() < cutoff)
+        .where(
+            Member.chat_id == chat_id,
+            Member.status == "member",
+            Member.user_id > 0,  # erased members' pseudonyms (bot.privacy) are nobody to kick
+            _last_seen() < cutoff,
+        )
         .order_by(_last_seen(), Member.user_id)
     )
     return [row for row in rows if row.user_id not in exclude]

@@ -23,6 +23,7 @@ import bot.points  # noqa: F401  (points_ledger, points_balance)
 import bot.polls  # noqa: F401  (poll, poll_option, poll_vote, survey, poll_settings)
 import bot.polls_calendar  # noqa: F401  (the calendar's poll posts: registers the kind)
 import bot.polls_kpi  # noqa: F401  (polls closed and turnout: KPIs and digest section)
+import bot.privacy  # noqa: F401  (privacy_optout, erasure_request)
 import bot.rules  # noqa: F401  (group_rules, welcome_settings, join_check_settings, newcomer)
 
 metadata = SQLModel.metadata

@@ -13,6 +13,7 @@ from telegram.ext import Application, CallbackContext, ExtBot
 from bot.activity import ActivityRecorder
 from bot.chats import ChatDirectory
 from bot.operators import OperatorCheck
+from bot.opt_outs import OptOuts
 from bot.settings import Settings
 
 
@@ -30,6 +31,7 @@ class Services:
     chats: ChatDirectory
     activity: ActivityRecorder
     operators: OperatorCheck
+    opt_outs: OptOuts  # people whose activity is not recorded (bot.privacy)
     clock: Callable[[], datetime] = system_clock
     bot_sees_all_messages: bool = False  # privacy mode off (from getMe at start-up)
     extras: dict[str, Any] = field(default_factory=dict)  # feature services by name

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     dashboard_port: int | None = None
     dashboard_url: str | None = None  # public address used in buttons, e.g. https://x/dash
     dashboard_listen: str = "127.0.0.1"  # behind the reverse proxy by default
+    # Key of the hashed opt-outs (/forgetme); unset: derived from the bot token (see
+    # docs/privacy.md: set it before rotating the token, or opt-outs are forgotten).
+    privacy_salt: SecretStr | None = None
 
     @field_validator("bot_owners", mode="before")
     @classmethod

@@ -117,6 +117,14 @@ def _member(message: Message) -> User | None:
     return user if is_countable_user(user.id, user.is_bot) else None
 
 
+async def _opted_out(update: Update, context: BotContext, info: ChatInfo, user: User) -> bool:
+    """Someone who asked to be forgotten (bot.privacy) is told so, and nothing is recorded."""
+    if not context.services.opt_outs.excluded(info.id, user.id):
+        return False
+    await reply(update, t(info.language, "privacy.opted_out_checkin"))
+    return True
+
+
 # --- checking in ------------------------------------------------------------------------------
 
 
@@ -147,7 +155,7 @@ def render_checkin(lang: str, name: str, result: CheckinResult) -> str:
 async def do_checkin(update: Update, context: BotContext, info: ChatInfo, rules: Rules) -> None:
     message = update.effective_message
     user = _member(message)
-    if user is None:
+    if user is None or await _opted_out(update, context, info, user):
         return
     async with context.services.db.begin() as session:
         result = await check_in(
@@ -182,7 +190,7 @@ def render_makeup(lang: str, name: str, result: MakeupResult) -> str:
 async def do_makeup(update: Update, context: BotContext, info: ChatInfo, rules: Rules) -> None:
     message = update.effective_message
     user = _member(message)
-    if user is None:
+    if user is None or await _opted_out(update, context, info, user):
         return
     async with context.services.db.begin() as session:
         result = await make_up(

@@ -73,13 +73,21 @@ async def start(update: Update, context: BotContext) -> None:
         info = await group_info(update, context)
         await reply(update, t(info.language, "core.start_group"))
         return
-    await remember_private_user(update, context)
+    user = update.effective_user
+    # Someone who asked to be forgotten is not stored again by /start (bot.privacy);
+    # /rememberme is how they opt back in.
+    opted_out = user is not None and context.services.opt_outs.excluded(None, user.id)
+    if not opted_out:
+        await remember_private_user(update, context)
     lang = await user_language(update, context)
     add_url = f"https://t.me/{context.bot.username}?startgroup=true"
     keyboard = InlineKeyboardMarkup(
         [[InlineKeyboardButton(t(lang, "core.add_to_group"), url=add_url)]]
     )
-    await reply(update, t(lang, "core.start_private"), reply_markup=keyboard)
+    text = t(lang, "core.start_private")
+    if opted_out:
+        text += "\n\n" + t(lang, "privacy.opted_out_start")
+    await reply(update, text, reply_markup=keyboard)
 
 
 async def help_command(update: Update, context: BotContext) -> None:

@@ -45,6 +45,7 @@ from bot.lottery import (
     create_lottery,
     enter,
     entrants,
+    fixed_positions,
     get_lottery,
     parse_spec,
     ranking,
@@ -212,6 +213,9 @@ async def on_join(update: Update, context: BotContext) -> None:
         await answer(query, t(lang, "lottery.invalid"), alert=True)
         return
     lottery_id = int(match.group(1))
+    if context.services.opt_outs.excluded(info.id, query.from_user.id):
+        await answer(query, t(lang, "privacy.opted_out_lottery"), alert=True)
+        return
     attempt = await try_enter(
         context, info, lottery_id, query.from_user, when=context.services.clock(), via="button"
     )
@@ -282,6 +286,7 @@ async def on_keyword(update: Update, context: BotContext) -> None:
         user is None
         or message.sender_chat is not None
         or not is_countable_user(user.id, user.is_bot)
+        or context.services.opt_outs.excluded(message.chat_id, user.id)
     ):
         return
     info = await group_info(update, context)
@@ -492,7 +497,8 @@ def entrants_csv(lottery: Lottery, rows: list[LotteryEntry]) -> bytes:
     header = ["user_id", "name", "username", "entered_at", "via"]
     if lottery.revealed:
         header += ["rank", "hmac_sha256", "outcome", "round"]
-        order = ranking(lottery.seed_bytes, lottery.id, [e.user_id for e in rows])
+        fixed = fixed_positions(rows)
+        order = ranking(lottery.seed_bytes, lottery.id, [e.user_id for e in rows], fixed)
         position = {user_id: index for index, user_id in enumerate(order, start=1)}
         rows = sorted(rows, key=lambda e: position[e.user_id])
     writer.writerow(header)
@@ -507,7 +513,9 @@ def entrants_csv(lottery: Lottery, rows: list[LotteryEntry]) -> bytes:
         if lottery.revealed:
             line += [
                 position[entry.user_id],
-                ticket(lottery.seed_bytes, lottery.id, entry.user_id).hex(),
+                ""
+                if entry.user_id in fixed
+                else ticket(lottery.seed_bytes, lottery.id, entry.user_id).hex(),
                 entry.outcome or "",
                 "" if entry.round is None else entry.round,
             ]

@@ -78,6 +78,8 @@ async def track_message(update: Update, context: BotContext) -> None:
 
 async def _join(context: BotContext, update: Update, chat_id: int, user, when, via) -> None:  # type: ignore[no-untyped-def]
     """Record a join and, in the same transaction, where it came from (bot.invites)."""
+    if context.services.opt_outs.excluded(chat_id, user.id):
+        return  # asked to be forgotten (bot.privacy)
     info = await group_info(update, context)
     day = local_day(when, info.timezone)
     async with context.services.db.begin() as session:
@@ -104,6 +106,8 @@ async def _join(context: BotContext, update: Update, chat_id: int, user, when, v
 async def _leave(
     context: BotContext, update: Update, chat_id: int, user, when, kicked: bool
 ) -> None:  # type: ignore[no-untyped-def]
+    if context.services.opt_outs.excluded(chat_id, user.id):
+        return  # asked to be forgotten (bot.privacy)
     info = await group_info(update, context)
     async with context.services.db.begin() as session:
         if await record_leave(

@@ -271,8 +271,8 @@ async def on_poll_answer(update: Update, context: BotContext) -> None:
     services = context.services
     async with services.db() as session:
         ref = await polls.find_poll(session, answer.poll_id)
-    if ref is None:
-        return
+    if ref is None or services.opt_outs.excluded(ref.chat_id, user.id):
+        return  # not our poll, or the voter asked to be forgotten (bot.privacy)
     info = await services.chats.get(ref.chat_id)
     if info is None:
         return

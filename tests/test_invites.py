@@ -580,3 +580,40 @@ def test_contract_checks_invite_link_values():
     assert contract_problems(
         "createChatInviteLink", {"chat_id": 1, "member_limit": 5, "creates_join_request": True}
     )
+
+
+async def test_erasure_keeps_joins_by_source_and_leaves_no_id_in_the_invite_tables(tg):
+    """/forgetme of a referrer and of a referred member (bot.privacy): the figures by source
+    stay the same, and neither id is left in the invite tables."""
+    from bot.privacy import erase
+
+    await feed_sources_history(tg)
+    today = D0 + timedelta(days=22)
+
+    async def figures() -> list[dict]:
+        async with tg.db() as session:
+            rows = await joins_by_source(session, CHAT_ID, D0, D0 + timedelta(days=9), today=today)
+        return [r.as_dict(sum(s.joins for s in rows)) for r in rows]
+
+    before = await figures()
+    async with tg.services.db.begin() as session:
+        await session.execute(
+            InviteJoinRequest.__table__.insert().values(
+                chat_id=CHAT_ID, user_id=107, source="direct", requested_at=at(3)
+            )
+        )
+    for user_id in (1, 107):  # Alice (the referrer), u7 (whom she referred)
+        async with tg.services.db.begin() as session:
+            await erase(session, user_id)
+    assert await figures() == before == EXPECTED
+    async with tg.db() as session:
+        for table, column in [
+            (JoinSource, JoinSource.user_id),
+            (JoinSource, JoinSource.referrer_id),
+            (InviteLink, InviteLink.referrer_id),
+            (InviteJoinRequest, InviteJoinRequest.user_id),
+        ]:
+            found = await session.scalar(
+                select(func.count()).select_from(table).where(column.in_([1, 107]))
+            )
+            assert found == 0, (table, column)
