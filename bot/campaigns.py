@@ -18,6 +18,7 @@ at its end one review posted in the group.
 from __future__ import annotations
 
 import dataclasses
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -33,6 +34,7 @@ from bot.activity import local_day
 from bot.calendar_file import PostSpec
 from bot.calendar_kpi import OUTCOMES
 from bot.charts import ChartSpec, cjk_font
+from bot.dashboard import register_panel
 from bot.digest import (
     Report,
     build_report,
@@ -534,6 +536,7 @@ def summary(report: Report, goals: dict[str, float], days: int) -> dict[str, Any
     return {
         "days": days,
         "dau": current.get("dau"),
+        "dau_before": before.get("dau"),
         "dau_change": change(current.get("dau"), before.get("dau")),
         "messages": current.get("messages"),
         "joins": current.get("joins"),
@@ -768,6 +771,49 @@ def list_line(campaign: Campaign, lang: str, tz: ZoneInfo, now: datetime) -> str
     else:
         state = campaign.state
     return f"{head} · {t(lang, 'campaigns.state.' + state)}"
+
+
+# --- the dashboard panel ----------------------------------------------------------------------
+
+PANEL_CAMPAIGNS = 10
+
+
+async def campaigns_panel(
+    session: AsyncSession, chat_id: int, today: date, tz: ZoneInfo, lang: str
+) -> dict[str, Any] | None:
+    """Dashboard: average DAU before and during each of the last reviewed campaigns (a Plotly
+    figure); None while the group has none."""
+    reviewed = [
+        c
+        for c in await past(session, chat_id, PANEL_CAMPAIGNS * 2)
+        if c.state == REVIEWED and c.result
+    ][:PANEL_CAMPAIGNS]
+    if not reviewed:
+        return None
+    reviewed.reverse()  # oldest first, left to right
+    names = [f"#{c.id} {html.escape(c.name)}" for c in reviewed]
+    results = [c.result or {} for c in reviewed]
+
+    def bars(key: str, label: str) -> dict[str, Any]:
+        return {"type": "bar", "name": label, "x": names, "y": [r.get(key) for r in results]}
+
+    return {
+        "data": [
+            bars("dau_before", t(lang, "campaigns.panel_before")),
+            bars("dau", t(lang, "campaigns.panel_during")),
+        ],
+        "layout": {
+            "title": {"text": t(lang, "campaigns.panel_title")},
+            "barmode": "group",
+            "height": 320,
+            "margin": {"l": 50, "r": 20, "t": 50, "b": 80},
+            "legend": {"orientation": "h", "y": -0.3},
+            "yaxis": {"rangemode": "tozero"},
+        },
+    }
+
+
+register_panel("campaigns", campaigns_panel)
 
 
 __all__ = [

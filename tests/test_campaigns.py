@@ -109,6 +109,17 @@ async def test_review_numbers_goals_sources_and_chart(tg):
     assert await say(tg, "/campaign show 1") == text
     assert "no campaign <b>7</b>" in (await say(tg, "/campaign show 7")).lower()
 
+    # The dashboard panel: average DAU before (0.75) and during (1.25), a valid Plotly figure.
+    import plotly.graph_objects as go
+
+    async with tg.db() as session:
+        figure = await domain.campaigns_panel(session, CHAT_ID, day(12), ZoneInfo("UTC"), "en")
+        assert await domain.campaigns_panel(session, -1, day(12), ZoneInfo("UTC"), "en") is None
+    go.Figure(figure)
+    before, during = figure["data"]
+    assert before["x"] == ["#1 Autumn &lt;b&gt;push&lt;/b&gt;"]
+    assert (before["y"], during["y"]) == ([0.75], [1.25])
+
 
 async def test_activities_inside_the_window_belong_to_the_campaign(tg):
     await add_bot(tg)
