@@ -191,9 +191,12 @@ def parse_start(words: Sequence[str], *, now: datetime) -> CampaignSpec:
 def parse_dated(words: Sequence[str], *, now: datetime, tz: ZoneInfo) -> CampaignSpec:
     """`/campaign NAME from 2026-12-01 to 2026-12-14 [goal METRIC VALUE …]` (chat-local dates,
     both days included; a time may follow each date)."""
-    start_at = _split_at(words, FROM_WORDS)
-    if start_at == len(words):
+    # The first `from` followed by a date (a name may contain the word: "Gifts from Santa").
+    markers = [i for i, w in enumerate(words) if w.lower() in FROM_WORDS]
+    if not markers:
         raise CampaignArgsError("err_form")
+    dated = [i for i in markers if i + 1 < len(words) and parse_date(words[i + 1]) is not None]
+    start_at = dated[0] if dated else markers[0]
     name = _name(words[:start_at])
     rest = words[start_at + 1 :]
     to_at = _split_at(rest, TO_WORDS)

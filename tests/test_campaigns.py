@@ -16,6 +16,7 @@ from bot.campaigns import Campaign
 from bot.charts import ChartPoint, ChartSpec, png_size, render_chart
 from bot.lottery import Lottery
 from bot.polls import Poll
+from bot.text import utf16_len
 from schedules import calendar as publishing
 from schedules import campaigns as jobs
 from tests import factories as f
@@ -160,6 +161,23 @@ async def test_activities_inside_the_window_belong_to_the_campaign(tg):
     assert f"• #{hat.id} Hat — 1 entrants (open)" in text and "Early bird" not in text
     assert "🎯 <b>Goals</b>: 0 of 1 reached" in text and "❌ Joined: 0 of goal 1 → 0%" in text
     assert await rows(tg) == [(1, "Launch", "reviewed")]
+
+
+async def test_a_long_review_is_split_within_telegram_limits(tg):
+    await add_bot(tg)
+    tg.clock.set(at(0, 9))
+    await say(tg, "/campaign start Many polls")
+    question = "Which <one> " + "x" * 270 + "?"
+    for number in range(16):
+        await say(tg, f"/poll {question}{number} | yes | no")
+    tg.api.clear()
+    tg.clock.set(at(0, 12))
+    await say(tg, "/campaign end")
+    texts = tg.api.sent_texts(CHAT_ID)
+    assert len(texts) >= 2 and all(utf16_len(text) <= 4096 for text in texts)
+    joined = "\n".join(texts)
+    assert "🗳 Polls: 16, turnout 0%" in joined and "and 1 more" in joined
+    assert joined.count("Which &lt;one&gt; ") == 15 and "<one>" not in joined
 
 
 async def plan_sprint(tg) -> int:
@@ -327,6 +345,10 @@ def test_dates_are_read_in_the_group_time_zone():
         datetime(2026, 12, 1, 12, tzinfo=UTC),
         datetime(2026, 12, 1, 14, 30, tzinfo=UTC),
     )
+    gifts = domain.parse_dated(
+        "Gifts from Santa from 2026-12-24 to 2026-12-25".split(), now=now, tz=shanghai
+    )
+    assert gifts.name == "Gifts from Santa"
     started = domain.parse_start("Double 11 goal joins 50".split(), now=now)
     assert (started.name, started.starts_at, started.ends_at) == ("Double 11", now, None)
 
