@@ -76,7 +76,9 @@ async def test_review_numbers_goals_sources_and_chart(tg):
     #   stickiness 1.25/5 = 25% vs 0.75/3 = 25%; joins 2 (E, F) vs 0; leaves 0 vs 1 (D)
     #   check-ins 2 (day 9) → rate 2/5 = 40%; participants 2 (day 9) + 1 (day 10) → 3/5 = 60%
     #   D1 of day 7's cohort {E, F}: E came back on day 8 → 50%; D7 not measurable on day 12
-    assert "2026-11-09 – 2026-11-12 (4 days) · compared with 2026-11-05 – 2026-11-08" in text
+    assert "2026-11-09 – 2026-11-12 (4-day campaign) · compared with 2026-11-05 – 2026-11-08" in (
+        text
+    )
     assert "Messages: <b>5</b> · ±0% vs prev. · 🎯 100% of 5" in text
     assert "Active members (DAU): <b>1.2</b> · ▲67% vs prev. · 🎯 125% of 1" in text
     assert "Weekly active (WAU): <b>4</b> · ▲33% vs prev." in text
@@ -84,6 +86,7 @@ async def test_review_numbers_goals_sources_and_chart(tg):
     assert "Stickiness (DAU/MAU): <b>25.0%</b> · ±0 pp vs prev." in text
     assert "Joined: <b>2</b> · ▲ from 0 vs prev. · 🎯 50% of 4" in text
     assert "Left: <b>0</b> · ▼100% vs prev." in text
+    assert "Net growth: <b>2</b> · ▲300% vs prev." in text  # -1 → 2: up, against |-1|
     assert "Check-in rate: <b>40.0%</b> · ▲40.0 pp vs prev." in text
     assert "Participation: <b>60.0%</b> · ▲60.0 pp vs prev." in text
     assert "Retention D1: <b>50.0%</b>\nRetention D7: <b>—</b>" in text
@@ -151,7 +154,9 @@ async def test_activities_inside_the_window_belong_to_the_campaign(tg):
     (photo,) = photos(tg.api)
     assert png_size(photo.files["photo"][1]) == (1200, 600)
     # Ended the day it started: one day (2026-11-02) against the day before.
-    assert "2026-11-02 – 2026-11-02 (1 days) · compared with 2026-11-01 – 2026-11-01" in text
+    assert "2026-11-02 – 2026-11-02 (1-day campaign) · compared with 2026-11-01 – 2026-11-01" in (
+        text
+    )
     assert "🗓 Planned posts: 1 sent, 0 failed, 0 missed" in text
     assert "• 11-02 11:01 " in text and " — sent" in text
     # Active on day 0: Ada (commands), Ann (voted), Ben (entered): the poll's turnout 1 of 3.
@@ -209,7 +214,7 @@ async def test_command_and_schedule_racing_post_one_review(tg, engine, settings,
     assert sorted(outcomes) == ["sent", "taken"]
     assert len(photos(tg.api)) + len(photos(other_api)) == 1
     texts = tg.api.sent_texts(CHAT_ID) + other_api.sent_texts(CHAT_ID)
-    assert len(texts) == 1 and "2026-11-03 – 2026-11-04 (2 days)" in texts[0]
+    assert len(texts) == 1 and "2026-11-03 – 2026-11-04 (2-day campaign)" in texts[0]
     assert await rows(tg) == [(1, "Sprint", "reviewed")]
     assert "No campaign is running" in await say(tg, "/campaign end")
 
@@ -221,7 +226,7 @@ async def test_command_end_after_the_planned_end_keeps_the_planned_period(tg):
     tg.clock.set(at(3, 8))
     tg.api.clear()
     text = await say(tg, "/campaign end")
-    assert "2026-11-03 – 2026-11-04 (2 days)" in text and len(photos(tg.api)) == 1
+    assert "2026-11-03 – 2026-11-04 (2-day campaign)" in text and len(photos(tg.api)) == 1
     async with tg.db() as session:
         row = await session.get(Campaign, campaign_id)
     assert row.ends_at == datetime(2026, 11, 5, tzinfo=UTC) and row.ended_by == ADMIN["id"]
@@ -237,7 +242,7 @@ async def test_review_due_during_downtime_is_posted_late_once(tg):
     await jobs.on_startup(tg.app)  # and once more
     assert len(photos(tg.api)) == 1
     (text,) = tg.api.sent_texts(CHAT_ID)
-    assert "Campaign review: Sprint" in text and "2026-11-03 – 2026-11-04 (2 days)" in text
+    assert "Campaign review: Sprint" in text and "2026-11-03 – 2026-11-04 (2-day campaign)" in text
     assert await rows(tg) == [(campaign_id, "Sprint", "reviewed")]
     assert not tg.app.job_queue.get_jobs_by_name(jobs.job_name(campaign_id))
 
