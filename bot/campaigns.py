@@ -182,6 +182,15 @@ def _moment(words: Sequence[str], tz: ZoneInfo, *, end: bool) -> tuple[datetime,
     return local_to_utc(day, clock, tz), 2
 
 
+def looks_dated(words: Sequence[str]) -> bool:
+    """Whether the words give dates up front (`… from 2026-12-01 …`): then every word before
+    is the name, even `End of year` or `Show time`."""
+    return any(
+        w.lower() in FROM_WORDS and i + 1 < len(words) and parse_date(words[i + 1]) is not None
+        for i, w in enumerate(words)
+    )
+
+
 def parse_start(words: Sequence[str], *, now: datetime) -> CampaignSpec:
     """`/campaign start NAME [goal METRIC VALUE …]`: running from now until /campaign end."""
     cut = _split_at(words, GOAL_WORDS)

@@ -51,16 +51,16 @@ async def campaign_command(update: Update, context: BotContext, target: Target) 
     word = args[0].lower() if args else ""
     if not args:
         await _status(update, context, target)
-    elif word in ("end", "stop", "结束"):
+    elif len(args) == 1 and word in ("end", "stop", "结束"):
         await _end(update, context, target)
-    elif word in ("cancel", "取消"):
+    elif len(args) == 1 and word in ("cancel", "取消"):
         await _cancel(update, context, target)
-    elif word in ("show", "review", "查看"):
+    elif word in ("show", "review", "查看") and not domain.looks_dated(args):
         await _show(update, context, target, " ".join(args[1:]))
     else:
         now = context.services.clock()
         try:
-            if word in ("start", "开始"):
+            if word in ("start", "开始") and not domain.looks_dated(args):
                 spec = domain.parse_start(args[1:], now=now)
             else:
                 spec = domain.parse_dated(args, now=now, tz=target.chat.timezone)

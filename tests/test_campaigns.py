@@ -278,7 +278,11 @@ async def test_one_open_campaign_per_group(tg):
     assert "Running campaign:\n<b>First</b> (#1) · 2026-11-02 09:00 → …" in status
     await say(tg, "/campaign end")
     assert "Campaign started" in await say(tg, "/campaign start Second")
-    assert await rows(tg) == [(1, "First", "reviewed"), (2, "Second", "open")]
+    assert "already has" in await say(tg, "/campaign End of year from 2026-12-20 to 2026-12-31")
+    assert await rows(tg) == [(1, "First", "reviewed"), (2, "Second", "open")]  # not ended
+    await say(tg, "/campaign cancel")
+    planned = await say(tg, "/campaign End of year from 2026-12-20 to 2026-12-31")
+    assert "Campaign planned" in planned and "<b>End of year</b> (#3)" in planned
 
 
 @both_databases
