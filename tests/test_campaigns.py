@@ -419,3 +419,20 @@ def test_list_line_of_an_open_campaign():
         "#3 <b>&lt;Go&gt;</b> · 2026-11-07 12:00 → … · running"
     )
     assert domain.list_line(row, "en", tz, at(4)).endswith("· planned")
+
+
+async def test_from_a_private_chat_the_review_goes_to_the_group(tg):
+    await add_bot(tg)
+    tg.clock.set(at(0, 9))
+    chat = f.private(ADMIN)
+    await tg.feed(f.callback(ADMIN, f"groups:{CHAT_ID}", chat=chat, date=tg.now()))
+    started = await say(tg, "/campaign start Quiet launch", chat=chat)
+    assert "Campaign started" in started and "<b>Quiet launch</b> (#1)" in started
+    tg.clock.set(at(1, 9))
+    tg.api.clear()
+    assert "review is posted in the group" in await say(tg, "/campaign end", chat=chat)
+    assert len(photos(tg.api)) == 1 and len(tg.api.sent_texts(CHAT_ID)) == 1
+    tg.api.clear()
+    shown = await say(tg, "/campaign show quiet launch", chat=chat)
+    assert "Campaign review: Quiet launch" in shown
+    assert len(photos(tg.api, ADMIN["id"])) == 1 and not tg.api.sent_texts(CHAT_ID)
