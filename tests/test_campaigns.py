@@ -436,3 +436,37 @@ async def test_from_a_private_chat_the_review_goes_to_the_group(tg):
     shown = await say(tg, "/campaign show quiet launch", chat=chat)
     assert "Campaign review: Quiet launch" in shown
     assert len(photos(tg.api, ADMIN["id"])) == 1 and not tg.api.sent_texts(CHAT_ID)
+
+
+async def test_the_job_posts_the_review_at_the_planned_end(tg):
+    campaign_id = await plan_sprint(tg)
+    (job,) = tg.app.job_queue.get_jobs_by_name(jobs.job_name(campaign_id))
+    tg.clock.set(at(3, 0))
+    tg.api.clear()
+    await job.run(tg.app)
+    assert len(photos(tg.api)) == 1 and len(tg.api.sent_texts(CHAT_ID)) == 1
+    assert "Campaign review: Sprint" in tg.api.sent_texts(CHAT_ID)[0]
+    assert await rows(tg) == [(campaign_id, "Sprint", "reviewed")]
+    # Ada was active on day 0 (planning it): DAU 0.5 before, 0 during.
+    assert (
+        "Sprint</b> · 2026-11-03 00:00 → 2026-11-05 00:00 · DAU 0 (-100%) · joins 0"
+        in await say(tg, "/campaigns")
+    )
+
+
+async def test_sync_picks_up_campaigns_planned_by_another_process(tg):
+    await add_bot(tg)
+    await jobs.on_startup(tg.app)
+    spec = domain.CampaignSpec("Elsewhere", at(1), at(3), {})
+    made = await domain.create(tg.services.db, CHAT_ID, spec, by=ADMIN["id"], now=at(0))
+    (sync,) = tg.app.job_queue.get_jobs_by_name("campaign:sync")
+    tg.clock.set(at(2))
+    await sync.run(tg.app)
+    (job,) = tg.app.job_queue.get_jobs_by_name(jobs.job_name(made.id))
+    assert job.trigger.run_date == at(3)
+    for old in tg.app.job_queue.get_jobs_by_name(jobs.job_name(made.id)):
+        old.schedule_removal()  # this process misses the moment
+    tg.clock.set(at(3, 13))
+    tg.api.clear()
+    await sync.run(tg.app)
+    assert len(photos(tg.api)) == 1 and await rows(tg) == [(made.id, "Elsewhere", "reviewed")]
