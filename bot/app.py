@@ -29,6 +29,7 @@ from bot.settings import Settings
 from bot.updates import ChatOrderedUpdateProcessor, route_commands
 from handlers import calendar as calendar_handlers
 from handlers import (
+    campaigns,
     checkins,
     connections,
     core,
@@ -45,6 +46,7 @@ from handlers import (
 )
 from handlers import polls as polls_handlers
 from schedules import calendar as calendar_schedule
+from schedules import campaigns as campaigns_schedule
 from schedules import digest, verification
 from schedules import invites as invites_schedule
 from schedules import lottery as lottery_schedule
@@ -82,6 +84,7 @@ FEATURES: list[ModuleType] = [
     invites,  # /invite /invites /myinvite /referralpoints, join requests, /top invites
     dashboard,  # /dashboard, and the dashboard's web server (DASHBOARD_PORT)
     privacy,  # /forgetme /forget /rememberme: erasure and the hashed opt-out
+    campaigns,  # /campaign /campaigns: campaign periods, goals and reviews (活动复盘)
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
@@ -92,6 +95,7 @@ SCHEDULES: list[ModuleType] = [
     lottery_schedule,  # timed draws, draws due after downtime, the live entrant count
     digest,  # daily and weekly digests
     invites_schedule,  # referral credits once the referred member's 7 days are over
+    campaigns_schedule,  # campaign reviews at each campaign's planned end, and after downtime
 ]
 
 PLACEHOLDER_TOKEN = "0:placeholder-token-for-offline-use"

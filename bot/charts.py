@@ -55,6 +55,7 @@ class ChartSpec:
     dau_target: float | None = None
     messages_target: float | None = None
     weekly: bool = False
+    shade: tuple[date, date] | None = None  # days to highlight (e.g. a campaign), inclusive
 
 
 @cache
@@ -113,6 +114,14 @@ def render_chart(spec: ChartSpec) -> bytes:
             linewidth=1.2,
             label=f"{labels['messages']} {labels['target']}",
         )
+    if spec.shade is not None:
+        days = [p.day for p in spec.points]
+        inside = [i for i, d in enumerate(days) if spec.shade[0] <= d <= spec.shade[1]]
+        if inside:
+            span = (inside[0] - 0.5, inside[-1] + 0.5)
+            label = labels.get("shade", "campaign")
+            top.axvspan(*span, color="#9467bd", alpha=0.12, label=label)
+            bottom.axvspan(*span, color="#9467bd", alpha=0.12)
     top.set_zorder(twin.get_zorder() + 1)
     top.patch.set_visible(False)
     handles = top.get_legend_handles_labels()

@@ -584,10 +584,13 @@ async def period_snapshot(
 
 
 def change(current: float | int | None, previous: float | int | None) -> float | None:
-    """Relative change (0.18 = +18%); None when either side is missing or previous is 0."""
+    """Relative change (0.18 = +18%); None when either side is missing or previous is 0.
+
+    Measured against |previous|, so a rise from a negative figure (net growth −1 → +2) is a
+    rise (+300%), not a fall."""
     if current is None or previous is None or previous == 0:
         return None
-    return (current - previous) / previous
+    return (current - previous) / abs(previous)
 
 
 # --- figures other features provide ---------------------------------------------------------

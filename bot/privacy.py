@@ -161,6 +161,10 @@ DECISIONS: dict[tuple[str, str], Rule] = {
     ("referral_credit", "user_id"): Rule.PSEUDONYM,
     ("referral_credit", "referrer_id"): Rule.PSEUDONYM,
     ("invite_link", "creator_id"): Rule.CLEAR,
+    ("campaign", "created_by"): Rule.CLEAR,
+    ("campaign", "ended_by"): Rule.CLEAR,
+    ("campaign", "name"): Rule.NOT_A_PERSON,  # an operator's name for a campaign
+    ("campaign", "claimed_by"): Rule.NOT_A_PERSON,  # a process
     ("invite_join_request", "user_id"): Rule.DELETE,
     ("dashboard_login", "user_id"): Rule.DELETE,  # sign-in links
     ("invite_link", "name"): Rule.NOT_A_PERSON,  # an operator's name for a channel

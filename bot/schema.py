@@ -10,6 +10,7 @@ from sqlmodel import SQLModel
 
 import bot.calendar  # noqa: F401  (calendar_post, calendar_delivery, calendar_approval, …)
 import bot.calendar_kpi  # noqa: F401  (content sent/failed/missed: KPIs and digest section)
+import bot.campaigns  # noqa: F401  (campaign)
 import bot.checkins  # noqa: F401  (checkin, checkin_day, checkin_config)
 import bot.dashboard_auth  # noqa: F401  (dashboard_login)
 import bot.digest  # noqa: F401  (kpi_target, digest_schedule, digest_run)
