@@ -39,6 +39,7 @@ from sqlmodel import Field, SQLModel
 
 from bot.calendar_file import Calendar, PostSpec
 from bot.chats import register_migration_merge
+from bot.cluster import claimed_by_stopped_process
 from bot.db import upsert
 from bot.models import Chat, ChatMigration, chat_fk, utc_column
 
@@ -564,9 +565,43 @@ async def cancel_chat(session: AsyncSession, chat_id: int, *, reason: str, now: 
     return result.rowcount or 0
 
 
-async def interrupted(session: AsyncSession, *, now: datetime) -> list[int]:
-    """Claims left 'sending' by a process that stopped mid-send: they may have gone out, so
-    they become 'unknown' (for an operator to check), never resent blindly."""
+async def interrupted(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    me: str | None = None,
+    process_lease: timedelta | None = None,
+) -> list[int]:
+    """Settle claims left 'sending'; returns the ids taken back for sending.
+
+    A claim held by another process that has stopped beating for `process_lease`
+    (bot.cluster) goes back to pending, to be sent by whoever claims it next: its process
+    died before recording the send, which it does the moment Telegram answers, so it was
+    almost surely not posted (the one exception is a death within the milliseconds between
+    Telegram's answer and that commit). A claim older than STALE_SENDING held by a process
+    still alive (or by a legacy claim without a token) may have gone out: it becomes
+    'unknown' (for an operator to check), never resent blindly.
+    """
+    taken: list[int] = []
+    if me is not None and process_lease is not None:
+        stopped = claimed_by_stopped_process(
+            CalendarDelivery.claimed_by, me=me, now=now, lease=process_lease
+        )
+        taken = list(
+            await session.scalars(
+                select(CalendarDelivery.id).where(CalendarDelivery.state == SENDING, stopped)
+            )
+        )
+        for delivery_id in taken:
+            await _transition(
+                session,
+                delivery_id,
+                (SENDING,),
+                state=PENDING,
+                next_attempt_at=None,
+                error="taken over: the process sending it stopped",
+                updated_at=now,
+            )
     ids = list(
         await session.scalars(
             select(CalendarDelivery.id).where(
@@ -584,7 +619,7 @@ async def interrupted(session: AsyncSession, *, now: datetime) -> list[int]:
             error="interrupted while sending: check the group, then /postnow or /skip",
             updated_at=now,
         )
-    return ids
+    return taken
 
 
 async def pinned_before(

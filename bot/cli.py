@@ -17,6 +17,9 @@ NO_TOKEN = (
 )
 
 
+EXIT_CONFLICT = 3  # another process long-polls this bot
+
+
 def load_settings() -> Settings:
     try:
         return Settings()
@@ -51,6 +54,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as exc:  # logged through the redacting handlers, never printed raw
         log.critical("the bot stopped: %s", exc, exc_info=True)
         return 1
+    from bot.services import services_of
+    from handlers.errors import CONFLICT_MESSAGE, POLLING_CONFLICT
+
+    conflict = services_of(app).extras.get(POLLING_CONFLICT)
+    if conflict is not None:
+        print("community-bot: " + CONFLICT_MESSAGE.format(error=conflict), file=sys.stderr)
+        return EXIT_CONFLICT
     return 0
 
 

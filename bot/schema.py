@@ -9,6 +9,7 @@ from sqlmodel import SQLModel
 
 import bot.calendar  # noqa: F401  (calendar_post, calendar_delivery, calendar_approval, …)
 import bot.checkins  # noqa: F401  (checkin, checkin_day, checkin_config)
+import bot.cluster  # noqa: F401  (bot_process, update_seen)
 import bot.digest  # noqa: F401  (kpi_target, digest_schedule, digest_run)
 import bot.lottery  # noqa: F401  (lottery, lottery_entry)
 import bot.lottery_calendar  # noqa: F401  (the calendar's lottery posts: registers the kind)

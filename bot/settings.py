@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     port: int = 8080
+    health_port: int | None = None  # /healthz; in webhook mode it defaults to PORT + 1
+    claim_lease_seconds: float = Field(default=60.0, ge=1.0)  # a silent process is dead after
+    sweep_seconds: float = Field(default=60.0, ge=1.0)  # how often jobs are re-derived
 
     @field_validator("bot_owners", mode="before")
     @classmethod

@@ -152,15 +152,37 @@ async def _after_failure(
         schedule_close(app.job_queue, kind, row_id, services.clock() + LEASE)
 
 
+SWEEP_JOB = "pollclose:sweep"
+SWEEP_EVERY = timedelta(seconds=60)
+
+
 async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     """Derive the close jobs from the database; overdue closes run as soon as jobs start."""
     services = services_of(app)
     if app.job_queue is None:
         log.warning("no job queue: polls will only close with /closepoll")
         return
+    scheduled = await sweep(app, everything=True)
+    if scheduled:
+        log.info("scheduled %s poll/survey closes", scheduled)
+    every = min(SWEEP_EVERY, timedelta(seconds=services.settings.sweep_seconds))
+    app.job_queue.run_repeating(_sweep_job, interval=every, first=every, name=SWEEP_JOB)
+
+
+async def sweep(app: Application[Any, Any, Any, Any, Any, Any], *, everything: bool) -> int:
+    """Give every close the database owes a job — also polls created by another process,
+    and claims whose process stopped (retried when their lease runs out)."""
+    services = services_of(app)
+    assert app.job_queue is not None
     async with services.db() as session:
         pending = await polls.pending_closes(session, lease=LEASE)
+    scheduled = 0
     for item in pending:
-        schedule_close(app.job_queue, item.kind, item.row_id, item.when)
-    if pending:
-        log.info("scheduled %s poll/survey closes", len(pending))
+        if everything or not app.job_queue.get_jobs_by_name(job_name(item.kind, item.row_id)):
+            schedule_close(app.job_queue, item.kind, item.row_id, item.when)
+            scheduled += 1
+    return scheduled
+
+
+async def _sweep_job(context: BotContext) -> None:
+    await sweep(context.application, everything=False)

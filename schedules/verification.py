@@ -8,7 +8,7 @@ restart neither forgets a check nor fails it twice (the failure is claimed in th
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from telegram import Bot
@@ -128,17 +128,37 @@ async def check_expired(context: BotContext) -> None:
     )
 
 
+SWEEP_JOB = "verify:sweep"
+SWEEP_EVERY = timedelta(seconds=60)
+
+
 async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    """Re-arm the timeout of every pending check from the database."""
+    """Re-arm the timeout of every pending check from the database, and keep doing so."""
     services = services_of(app)
     if app.job_queue is None:
         log.warning("no job queue: join-check deadlines cannot be enforced")
         return
+    armed = await sweep(app, everything=True)
+    if armed:
+        log.info("re-armed %d pending join checks", armed)
+    every = min(SWEEP_EVERY, timedelta(seconds=services.settings.sweep_seconds))
+    app.job_queue.run_repeating(_sweep_job, interval=every, first=every, name=SWEEP_JOB)
+
+
+async def sweep(app: Application[Any, Any, Any, Any, Any, Any], *, everything: bool) -> int:
+    """Arm a timeout for every pending check without one here — also checks started
+    through another process (which may have stopped since); the failure itself is claimed
+    in the database, so several processes firing for one check fail it once."""
+    services = services_of(app)
+    assert app.job_queue is not None
     async with services.db() as session:
         rows = await pending_checks(session)
     now = services.clock()
+    armed = 0
     for row in rows:
         assert row.deadline is not None
+        if not everything and app.job_queue.get_jobs_by_name(job_name(row.chat_id, row.user_id)):
+            continue
         arm(
             app.job_queue,
             chat_id=row.chat_id,
@@ -147,5 +167,9 @@ async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
             deadline=row.deadline,
             now=now,
         )
-    if rows:
-        log.info("re-armed %d pending join checks", len(rows))
+        armed += 1
+    return armed
+
+
+async def _sweep_job(context: BotContext) -> None:
+    await sweep(context.application, everything=False)

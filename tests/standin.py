@@ -27,13 +27,23 @@ def _decode(value: str) -> Any:
 
 
 class BotApiStandIn:
+    """Several bot processes may share one stand-in: each gets its own base URL
+    (`url_for(tag)`), so every recorded call says which process made it (`sources`)."""
+
     def __init__(self, token: str) -> None:
         self.token = token
         self.updates: list[dict[str, Any]] = []
         self.answers = RecordingRequest()
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.sources: list[str] = []  # the tag of the process that made each call
         self.violations: list[str] = []
         self.acknowledged = 0  # highest update_id the bot has confirmed (offset - 1)
+        self.refusals: dict[str, list[tuple[int, str]]] = {}
+        # A held call is neither answered nor recorded (Telegram never saw it) until
+        # `release()`; `held` lists (tag, method, params) of the calls caught so far.
+        self.hold_if: Any = None
+        self.held: list[tuple[str, str, dict[str, Any]]] = []
+        self._release = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -42,11 +52,31 @@ class BotApiStandIn:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/bot"
 
+    def url_for(self, tag: str) -> str:
+        """A base URL whose calls are recorded as made by `tag`."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}/{tag}/bot"
+
+    def refuse(self, method: str, status: int, description: str, times: int = 1) -> None:
+        """Answer the next `times` calls of `method` with this error (e.g. 409 Conflict)."""
+        self.refusals.setdefault(method, []).extend([(status, description)] * times)
+
+    def release(self) -> None:
+        self._release.set()
+
+    def calls_by(self, tag: str) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            return [
+                call
+                for call, source in zip(self.calls, self.sources, strict=True)
+                if source == tag
+            ]
+
     def __enter__(self) -> BotApiStandIn:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._release.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -64,16 +94,27 @@ class BotApiStandIn:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
-                prefix = f"/bot{standin.token}/"
-                if not self.path.startswith(prefix):
+                tag, _, rest = self.path.lstrip("/").partition("/")
+                if tag.startswith("bot"):  # the plain base URL: no tag
+                    tag, rest = "", self.path.lstrip("/")
+                prefix = f"bot{standin.token}/"
+                if not rest.startswith(prefix):
                     self._reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
                     return
-                method = self.path[len(prefix) :]
+                method = rest[len(prefix) :]
                 if "json" in (self.headers.get("Content-Type") or ""):
                     params = json.loads(body or "{}")
                 else:
                     params = {k: _decode(v) for k, v in parse_qsl(body)}
-                self._reply(200, standin.answer(method, params))
+                if standin.hold_if is not None and standin.hold_if(tag, method, params):
+                    with standin._lock:
+                        standin.held.append((tag, method, params))
+                    standin._release.wait()
+                    self.close_connection = True
+                    return
+                payload = standin.answer(method, params, tag)
+                status = payload.get("error_code", 200) if not payload["ok"] else 200
+                self._reply(status, payload)
 
             def _reply(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
@@ -85,11 +126,16 @@ class BotApiStandIn:
 
         return Handler
 
-    def answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    def answer(self, method: str, params: dict[str, Any], tag: str = "") -> dict[str, Any]:
         if method == "getMe":
             return {"ok": True, "result": self.answers.bot_user}
         with self._lock:
             self.calls.append((method, params))
+            self.sources.append(tag)
+            refusals = self.refusals.get(method)
+            refusal = refusals.pop(0) if refusals else None
+        if refusal is not None:
+            return {"ok": False, "error_code": refusal[0], "description": refusal[1]}
         problems = [] if method in ("getUpdates",) else contract_problems(method, params)
         if problems:
             self.violations.extend(problems)
