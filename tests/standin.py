@@ -36,6 +36,7 @@ class BotApiStandIn:
         self.answers = RecordingRequest()
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.sources: list[str] = []  # the tag of the process that made each call
+        self.times: list[float] = []  # time.monotonic() of each call
         self.violations: list[str] = []
         self.acknowledged = 0  # highest update_id the bot has confirmed (offset - 1)
         self.refusals: dict[str, list[tuple[int, str]]] = {}
@@ -93,7 +94,7 @@ class BotApiStandIn:
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length).decode()
+                raw = self.rfile.read(length)
                 tag, _, rest = self.path.lstrip("/").partition("/")
                 if tag.startswith("bot"):  # the plain base URL: no tag
                     tag, rest = "", self.path.lstrip("/")
@@ -102,10 +103,13 @@ class BotApiStandIn:
                     self._reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
                     return
                 method = rest[len(prefix) :]
-                if "json" in (self.headers.get("Content-Type") or ""):
-                    params = json.loads(body or "{}")
+                content_type = self.headers.get("Content-Type") or ""
+                if "json" in content_type:
+                    params = json.loads(raw.decode() or "{}")
+                elif content_type.startswith("multipart/"):
+                    params = _multipart(content_type, raw)
                 else:
-                    params = {k: _decode(v) for k, v in parse_qsl(body)}
+                    params = {k: _decode(v) for k, v in parse_qsl(raw.decode())}
                 if standin.hold_if is not None and standin.hold_if(tag, method, params):
                     with standin._lock:
                         standin.held.append((tag, method, params))
@@ -132,6 +136,7 @@ class BotApiStandIn:
         with self._lock:
             self.calls.append((method, params))
             self.sources.append(tag)
+            self.times.append(time.monotonic())
             refusals = self.refusals.get(method)
             refusal = refusals.pop(0) if refusals else None
         if refusal is not None:
@@ -154,6 +159,26 @@ class BotApiStandIn:
             return {"ok": True, "result": pending[:100]}
         status, raw = asyncio.run(self.answers.do_request(f"/{method}", "POST", _Params(params)))
         return json.loads(raw)
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
+    """Fields of a multipart/form-data body (uploads, e.g. sendPhoto); files become
+    `upload://<filename>`, as the in-process RecordingRequest records them."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+    )
+    params: dict[str, Any] = {}
+    for part in message.iter_parts():  # type: ignore[attr-defined]
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        if filename:
+            params[name] = f"upload://{filename}"
+        else:
+            params[name] = _decode(part.get_payload(decode=True).decode())
+    return params
 
 
 class _Params:
