@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, ColumnElement, and_, delete, select, text
+from sqlalchemy import BigInteger, Column, ColumnElement, and_, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
 
-from bot.db import insert_for, upsert
+from bot.db import UTCDateTime, upsert
 from bot.models import utc_column
 
 log = logging.getLogger(__name__)
@@ -167,15 +167,20 @@ class UpdateLog:
             self._flushing = None
 
     async def _insert(self, ids: list[int]) -> set[int]:
+        """One INSERT … VALUES (id, :t), … ON CONFLICT DO NOTHING RETURNING update_id.
+
+        The ids are integers written into the statement (no per-row parameter processing,
+        which would cost SQLAlchemy ~15 µs a row); the time is the one bound parameter.
+        """
         now = self.clock()
         self.statements += 1
+        values = ", ".join(f"({int(i)}, :seen_at)" for i in ids)
+        stmt = text(
+            f"INSERT INTO update_seen (update_id, seen_at) VALUES {values} "
+            "ON CONFLICT (update_id) DO NOTHING RETURNING update_id"
+        ).bindparams(bindparam("seen_at", type_=UTCDateTime()))
         async with self.db.begin() as session:
-            stmt = insert_for(session.get_bind().dialect.name, SEEN)
-            stmt = stmt.on_conflict_do_nothing(index_elements=["update_id"]).returning(
-                SEEN.c.update_id
-            )
-            rows = [{"update_id": i, "seen_at": now} for i in ids]
-            result = await session.execute(stmt, rows)
+            result = await session.execute(stmt, {"seen_at": now})
             return {int(row[0]) for row in result.all()}
 
 

@@ -319,6 +319,35 @@ def test_health_port_defaults(settings):
 # --- long polling: never compete ---------------------------------------------------------------
 
 
+def run_polling_process(api: BotApiStandIn, tmp_path: Any) -> subprocess.CompletedProcess:
+    env = {
+        "BOT_TOKEN": TEST_TOKEN,
+        "TELEGRAM_API_BASE_URL": api.base_url,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
+    clean = {k: v for k, v in os.environ.items() if k not in {"WEBHOOK_URL", "BOT_OWNERS"}}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run"],
+        cwd=tmp_path,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_long_polling_never_deletes_the_webhook_of_other_processes(tmp_path):
+    with BotApiStandIn(TEST_TOKEN) as api:
+        api.answers.webhook_url = "https://bot.example/hook"
+        result = run_polling_process(api, tmp_path)
+        methods = api.methods()
+    assert result.returncode == 3, result.stderr
+    assert "a webhook is set for this bot (https://bot.example/hook)" in result.stderr
+    assert "deleteWebhook" not in methods and "getUpdates" not in methods
+    assert api.answers.webhook_url == "https://bot.example/hook"
+
+
 def test_a_second_long_polling_process_says_so_and_exits(tmp_path):
     """Telegram answers getUpdates with 409 Conflict when another process polls: the bot
     stops with a clear message and a non-zero status instead of competing."""
@@ -329,21 +358,7 @@ def test_a_second_long_polling_process_says_so_and_exits(tmp_path):
             "Conflict: terminated by other getUpdates request; make sure that only one bot "
             "instance is running",
         )
-        env = {
-            "BOT_TOKEN": TEST_TOKEN,
-            "TELEGRAM_API_BASE_URL": api.base_url,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
-            "PYTHONPATH": str(ROOT),
-        }
-        clean = {k: v for k, v in os.environ.items() if k not in {"WEBHOOK_URL", "BOT_OWNERS"}}
-        result = subprocess.run(
-            [sys.executable, "-m", "bot.cli", "run"],
-            cwd=tmp_path,
-            env={**clean, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_polling_process(api, tmp_path)
         polls = [m for m in api.methods() if m == "getUpdates"]
     assert result.returncode == 3, result.stderr
     assert "Only one process may use long polling" in result.stderr
