@@ -233,7 +233,7 @@ async def run_drill(
                 await _wait_healthy(client, ports, running, limit=60)
                 result.startup_seconds = time.monotonic() - began
 
-                now = datetime.now(UTC)
+                now, at_now = datetime.now(UTC), time.monotonic()
                 due, groups = await _create_schedule(url, now, posts, lotteries, digests, window)
                 written = time.monotonic()
                 due_in = {k: (at - now).total_seconds() for k, at in due.items()}
@@ -291,7 +291,7 @@ async def run_drill(
             for (method, params), tag, moment in calls:
                 action = _action_of(method, params)
                 if action is not None:
-                    late = moment - written - (due_in.get(action.replace("-text", ""), 0.0))
+                    late = moment - at_now - due_in.get(action.replace("-text", ""), 0.0)
                     result.lateness[action] = round(late, 2)
                     result.sends[action] += 1
                     result.by_process[tag] += 1
