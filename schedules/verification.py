@@ -16,7 +16,15 @@ from telegram.ext import Application, JobQueue
 
 from bot import sanctions
 from bot.i18n import t
-from bot.rules import check_token, conclude_check, pending_check, pending_checks
+from bot.rules import (
+    Newcomer,
+    check_token,
+    conclude_check,
+    mark_acted,
+    pending_check,
+    pending_checks,
+    reclaim_failures,
+)
 from bot.services import BotContext, Services, services_of
 
 log = logging.getLogger(__name__)
@@ -67,10 +75,24 @@ async def fail_check(
     mute leaves the newcomer restricted, kick removes them (they may retry), ban bans."""
     async with services.db.begin() as session:
         row = await conclude_check(
-            session, chat_id=chat_id, user_id=user_id, token=token, state="failed", now=now
+            session,
+            chat_id=chat_id,
+            user_id=user_id,
+            token=token,
+            state="failed",
+            now=now,
+            by=services.process_id,
         )
     if row is None:
         return False
+    await act_on_failure(bot, services, row, reason_key=reason_key)
+    return True
+
+
+async def act_on_failure(bot: Bot, services: Services, row: Newcomer, *, reason_key: str) -> None:
+    """Delete the check's message, take the action fixed at the join, log it; then record
+    that it was done (a process that dies before that has it done by another)."""
+    chat_id, user_id = row.chat_id, row.user_id
     if row.message_id:
         await sanctions.delete_message(bot, chat_id, row.message_id)
     action = row.action or "mute"
@@ -93,7 +115,8 @@ async def fail_check(
         target_name=row.name,
         reason=t(lang, reason_key),
     )
-    return True
+    async with services.db.begin() as session:
+        await mark_acted(session, row, now=services.clock())
 
 
 async def check_expired(context: BotContext) -> None:
@@ -151,6 +174,18 @@ async def sweep(app: Application[Any, Any, Any, Any, Any, Any], *, everything: b
     in the database, so several processes firing for one check fail it once."""
     services = services_of(app)
     assert app.job_queue is not None
+    async with services.db.begin() as session:
+        orphans = await reclaim_failures(
+            session,
+            me=services.process_id,
+            now=services.clock(),
+            lease=timedelta(seconds=services.settings.claim_lease_seconds),
+        )
+    for row in orphans:
+        log.warning(
+            "join check of %s in %s: acting for a stopped process", row.user_id, row.chat_id
+        )
+        await act_on_failure(app.bot, services, row, reason_key="rules.check_timed_out")
     async with services.db() as session:
         rows = await pending_checks(session)
     now = services.clock()

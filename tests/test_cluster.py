@@ -239,6 +239,41 @@ async def test_a_digest_whose_process_stopped_is_sent_by_another(tg):
     assert claimant == tg.services.process_id
 
 
+@both_databases
+async def test_a_failed_join_check_whose_process_stopped_is_acted_on_once(tg):
+    from bot.rules import Newcomer, check_token, conclude_check
+    from schedules import verification
+    from tests.moderation_support import ADMIN as MOD
+    from tests.moderation_support import GROUP as MOD_GROUP
+    from tests.moderation_support import NEWBIE, command, setup_group
+    from tests.test_rules import join as join_group
+
+    await setup_group(tg)
+    await command(tg, MOD, "/verify on time 2m action ban")
+    await join_group(tg)
+    await cluster_schedule.on_startup(tg.app)
+    key = {"chat_id": MOD_GROUP["id"], "user_id": NEWBIE["id"]}
+    async with tg.db() as session:
+        row = await session.get(Newcomer, (key["chat_id"], key["user_id"]))
+    tg.clock.advance(minutes=3)
+    await register(tg, "dead", silent_for=LEASE + timedelta(seconds=1))
+    async with tg.services.db.begin() as session:  # decided, and the process died
+        assert await conclude_check(
+            session, **key, token=check_token(row.joined_at), state="failed", by="dead"
+        )
+    tg.api.clear()
+    await verification.sweep(tg.app, everything=False)
+    await verification.sweep(tg.app, everything=False)
+    assert [c.method for c in tg.api.calls].count("banChatMember") == 1
+    async with tg.db() as session:
+        row = await session.get(Newcomer, (key["chat_id"], key["user_id"]))
+    assert (row.state, row.claimed_by, row.acted_at) == (
+        "failed",
+        tg.services.process_id,
+        tg.now(),
+    )
+
+
 async def test_a_stopped_process_is_not_this_process(tg):
     await cluster_schedule.on_startup(tg.app)
     me = tg.services.process_id

@@ -2,7 +2,8 @@
 
 `bot_process` holds each running process's heartbeat, so a claim held by a process that
 stopped can be taken over; `update_seen` the ids of recently received updates (webhook
-redeliveries are handled once); `lottery.claimed_by` names the process that drew.
+redeliveries are handled once); `lottery.claimed_by` names the process that drew, and
+`newcomer.claimed_by` / `acted_at` the process that failed a join check and when it acted.
 
 Revision ID: 0110_scale
 Revises: 0080_merge
@@ -42,9 +43,17 @@ def upgrade() -> None:
     op.create_index("ix_update_seen_seen_at", "update_seen", ["seen_at"])
     with op.batch_alter_table("lottery", schema=None) as batch_op:
         batch_op.add_column(sa.Column("claimed_by", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("newcomer", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("claimed_by", sa.String(length=64), nullable=True))
+        batch_op.add_column(
+            sa.Column("acted_at", bot.db.UTCDateTime(timezone=True), nullable=True)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("newcomer", schema=None) as batch_op:
+        batch_op.drop_column("acted_at")
+        batch_op.drop_column("claimed_by")
     with op.batch_alter_table("lottery", schema=None) as batch_op:
         batch_op.drop_column("claimed_by")
     op.drop_index("ix_update_seen_seen_at", table_name="update_seen")
