@@ -69,7 +69,15 @@ async def close(app: Application[Any, Any, Any, Any, Any, Any], kind: Kind, row_
     """Close a poll or survey if this caller wins the claim; True when it did."""
     services = services_of(app)
     async with services.db.begin() as session:
-        claimed = await polls.claim_close(session, kind, row_id, now=services.clock(), lease=LEASE)
+        claimed = await polls.claim_close(
+            session,
+            kind,
+            row_id,
+            now=services.clock(),
+            lease=LEASE,
+            by=services.process_id,
+            process_lease=timedelta(seconds=services.settings.claim_lease_seconds),
+        )
     if not claimed:
         return False
     try:
@@ -174,11 +182,21 @@ async def sweep(app: Application[Any, Any, Any, Any, Any, Any], *, everything: b
     and claims whose process stopped (retried when their lease runs out)."""
     services = services_of(app)
     assert app.job_queue is not None
+    now = services.clock()
     async with services.db() as session:
-        pending = await polls.pending_closes(session, lease=LEASE)
+        pending = await polls.pending_closes(
+            session,
+            lease=LEASE,
+            now=now,
+            process_lease=timedelta(seconds=services.settings.claim_lease_seconds),
+        )
     scheduled = 0
     for item in pending:
-        if everything or not app.job_queue.get_jobs_by_name(job_name(item.kind, item.row_id)):
+        jobs = app.job_queue.get_jobs_by_name(job_name(item.kind, item.row_id))
+        # (a job at a later time: a claim whose process stopped is due now, not at its lease)
+        runs = [getattr(j.job.trigger, "run_date", None) for j in jobs]
+        later = all(r is None or r > item.when + timedelta(seconds=1) for r in runs)
+        if everything or not jobs or (later and item.when <= now):
             schedule_close(app.job_queue, item.kind, item.row_id, item.when)
             scheduled += 1
     return scheduled

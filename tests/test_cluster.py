@@ -274,6 +274,34 @@ async def test_a_failed_join_check_whose_process_stopped_is_acted_on_once(tg):
     )
 
 
+@both_databases
+async def test_a_poll_close_whose_process_stopped_is_finished_without_waiting_for_the_lease(tg):
+    from bot import polls
+    from schedules import polls as poll_schedule
+    from tests.test_polls import close_job, command, last_poll, setup_group, summaries
+
+    await setup_group(tg)
+    await command(tg, "/poll close=1h Q? | a | b")
+    poll = await last_poll(tg)
+    await cluster_schedule.on_startup(tg.app)
+    tg.clock.advance(hours=1)
+    await register(tg, "dead", silent_for=LEASE + timedelta(seconds=1))
+    async with tg.services.db.begin() as session:  # claimed, stopped, and the process died
+        assert await polls.claim_close(
+            session, "poll", poll.id, now=tg.now(), lease=poll_schedule.LEASE, by="dead"
+        )
+        await polls.mark_stopped(session, poll.id, now=tg.now())
+    await poll_schedule.sweep(tg.app, everything=False)
+    job = close_job(tg.app, "poll", poll.id)
+    assert job.job.trigger.run_date <= tg.now()  # not claimed_at + 5 minutes
+    await job.run(tg.app)
+    await poll_schedule.sweep(tg.app, everything=False)
+    assert not tg.api.of("stopPoll") and len(summaries(tg)) == 1
+    async with tg.db() as session:
+        row = await session.get(polls.Poll, poll.id)
+    assert (row.state, row.claimed_by) == ("closed", tg.services.process_id)
+
+
 async def test_a_stopped_process_is_not_this_process(tg):
     await cluster_schedule.on_startup(tg.app)
     me = tg.services.process_id

@@ -3,6 +3,7 @@
 `bot_process` holds each running process's heartbeat, so a claim held by a process that
 stopped can be taken over; `update_seen` the ids of recently received updates (webhook
 redeliveries are handled once); `lottery.claimed_by` names the process that drew, and
+`poll.claimed_by` / `survey.claimed_by` the closing process, and
 `newcomer.claimed_by` / `acted_at` the process that failed a join check and when it acted.
 
 Revision ID: 0110_scale
@@ -43,6 +44,9 @@ def upgrade() -> None:
     op.create_index("ix_update_seen_seen_at", "update_seen", ["seen_at"])
     with op.batch_alter_table("lottery", schema=None) as batch_op:
         batch_op.add_column(sa.Column("claimed_by", sa.String(length=64), nullable=True))
+    for table in ("poll", "survey"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.add_column(sa.Column("claimed_by", sa.String(length=64), nullable=True))
     with op.batch_alter_table("newcomer", schema=None) as batch_op:
         batch_op.add_column(sa.Column("claimed_by", sa.String(length=64), nullable=True))
         batch_op.add_column(
@@ -51,6 +55,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    for table in ("survey", "poll"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_column("claimed_by")
     with op.batch_alter_table("newcomer", schema=None) as batch_op:
         batch_op.drop_column("acted_at")
         batch_op.drop_column("claimed_by")
