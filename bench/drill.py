@@ -31,7 +31,7 @@ async def main() -> int:
     parser.add_argument("--lotteries", type=int, default=10)
     parser.add_argument("--digests", type=int, default=10)
     parser.add_argument("--window", type=float, default=30.0, help="seconds the work is spread")
-    parser.add_argument("--lease", type=float, default=3.0, help="CLAIM_LEASE_SECONDS")
+    parser.add_argument("--lease", type=float, default=4.0, help="CLAIM_LEASE_SECONDS")
     parser.add_argument("--sweep", type=float, default=1.0, help="SWEEP_SECONDS")
     parser.add_argument("--no-kill", action="store_true")
     parser.add_argument("--logs", action="store_true", help="print each process's log tail")

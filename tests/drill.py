@@ -181,7 +181,7 @@ async def run_drill(
     lotteries: int = 3,
     digests: int = 3,
     window: float = 10.0,
-    lease: float = 3.0,
+    lease: float = 4.0,
     sweep: float = 1.0,
     kill: bool = True,
     deadline: float = 25.0,
