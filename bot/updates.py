@@ -50,7 +50,7 @@ class ChatOrderedUpdateProcessor(BaseUpdateProcessor):
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         if self.seen is not None and isinstance(update, Update):
             first = self.seen.ask(update.update_id)
-            coroutine = _unless_seen(first, coroutine)
+            coroutine = _unless_seen(update.update_id, first, coroutine)
         key = ordering_key(update)
         if key is None:
             await coroutine
@@ -76,11 +76,11 @@ class ChatOrderedUpdateProcessor(BaseUpdateProcessor):
         return None
 
 
-async def _unless_seen(first: Awaitable[bool], coroutine: Awaitable[Any]) -> None:
+async def _unless_seen(update_id: int, first: Awaitable[bool], coroutine: Awaitable[Any]) -> None:
     if await first:
         await coroutine
     else:
-        log.info("dropped an update delivered twice")
+        log.info("update %s was delivered again: already handled, dropped", update_id)
         coroutine.close()  # type: ignore[attr-defined]
 
 

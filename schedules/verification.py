@@ -1,5 +1,9 @@
 """Join-check deadlines: a newcomer who has not answered in time fails the check.
 
+Every process arms every pending check (a sweep every minute picks up checks started through
+another process), the failure is decided once in the database, and its action (kick/ban,
+log) is marked done; a failure whose process stopped before acting is acted on by another.
+
 The deadline is stored with the newcomer (`bot.rules.Newcomer`); the job `verify:<chat>:<user>`
 is derived from it — armed at the join and re-armed for every pending check at start-up, so a
 restart neither forgets a check nor fails it twice (the failure is claimed in the database).
@@ -169,9 +173,11 @@ async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
 
 
 async def sweep(app: Application[Any, Any, Any, Any, Any, Any], *, everything: bool) -> int:
-    """Arm a timeout for every pending check without one here — also checks started
-    through another process (which may have stopped since); the failure itself is claimed
-    in the database, so several processes firing for one check fail it once."""
+    """Act on failures whose deciding process stopped before acting (bot.rules
+    reclaim_failures), then arm a timeout for every pending check without one here — also
+    checks started through another process (which may have stopped since); the failure
+    itself is claimed in the database, so several processes firing for one check fail it
+    once."""
     services = services_of(app)
     assert app.job_queue is not None
     async with services.db.begin() as session:
