@@ -8,7 +8,12 @@ once per 100 updates as a real getUpdates batch does. Prints updates/s for
   (b) the full bot (every handler registered, activity recording to SQLite, flushes included),
 the ratio of per-update cost (b)/(a), and the rows in the database afterwards.
 
-    python bench/activity.py [--updates 100000] [--groups 500] [--members 20000]
+    python bench/activity.py [--updates 100000] [--groups 500] [--members 20000] [--dedupe]
+
+`--dedupe` adds two runs of the full bot fed as PTB feeds updates taken from its queue
+(through the concurrent, per-chat ordered update processor, a batch of 100 at a time):
+(c) as in polling mode, and (d) as in webhook mode, where every update id is first recorded
+in `update_seen` (bot.cluster.UpdateLog, batched) so a redelivered update is dropped.
 """
 
 from __future__ import annotations
@@ -86,15 +91,36 @@ async def bare(updates: list[bytes]) -> float:
         return await drive(app, updates)
 
 
+async def drive_queued(app: Any, updates: list[bytes]) -> float:
+    """As PTB's update fetcher does: each update of a getUpdates batch is processed in its
+    own task through the application's update processor."""
+    bot, processor = app.bot, app.update_processor
+    began = time.perf_counter()
+    for start in range(0, len(updates), BATCH):
+        batch = [Update.de_json(json.loads(raw), bot) for raw in updates[start : start + BATCH]]
+        await asyncio.gather(*(processor.process_update(u, app.process_update(u)) for u in batch))
+    return time.perf_counter() - began
+
+
 async def full(
-    updates: list[bytes], additions: list[dict[str, Any]], directory: Path
+    updates: list[bytes],
+    additions: list[dict[str, Any]],
+    directory: Path,
+    *,
+    queued: bool = False,
+    dedupe: bool = False,
 ) -> tuple[float, int, int]:
     url = f"sqlite+aiosqlite:///{directory / 'bench.db'}"
     await upgrade_database_async(url)
     engine = create_engine(url)
     settings = Settings(_env_file=None, bot_token=TOKEN, database_url=url)  # type: ignore[call-arg]
     app = build_app(
-        settings, engine=engine, request=RecordingRequest(), rate_limiter=False, concurrent=False
+        settings,
+        engine=engine,
+        request=RecordingRequest(),
+        rate_limiter=False,
+        concurrent=queued,
+        dedupe=dedupe,
     )
     async with app:
         services = app.bot_data["services"]
@@ -102,7 +128,7 @@ async def full(
             await app.process_update(Update.de_json(addition, app.bot))
         services.activity.start()
         began = time.perf_counter()
-        await drive(app, updates)
+        await (drive_queued if queued else drive)(app, updates)
         await services.activity.stop()  # the last flush is part of the cost
         elapsed = time.perf_counter() - began
         async with services.db() as session:
@@ -120,6 +146,7 @@ async def main() -> None:
     parser.add_argument("--groups", type=int, default=500)
     parser.add_argument("--members", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3, help="alternating (a)/(b) rounds")
+    parser.add_argument("--dedupe", action="store_true", help="also (c) queued, (d) + dedupe")
     args = parser.parse_args()
 
     updates, additions = make_updates(args.updates, args.groups, args.members)
@@ -129,18 +156,33 @@ async def main() -> None:
         f"{args.rounds} alternating rounds (best and median reported)"
     )
     await bare(updates[: min(5000, n)])  # warm-up (imports, caches)
-    bare_times, full_times = [], []
+    bare_times, full_times, queued_times, dedupe_times = [], [], [], []
+    variants = [(full_times, {})]
+    if args.dedupe:
+        variants += [
+            (queued_times, {"queued": True}),
+            (dedupe_times, {"queued": True, "dedupe": True}),
+        ]
     for _ in range(args.rounds):
         bare_times.append(await bare(updates))
-        with tempfile.TemporaryDirectory() as directory:
-            seconds, messages, roster = await full(updates, additions, Path(directory))
-        full_times.append(seconds)
-        if messages != n:
-            raise SystemExit(f"activity was lost: {messages:,} of {n:,} messages recorded")
-    for label, times in (
+        for times, options in variants:
+            with tempfile.TemporaryDirectory() as directory:
+                seconds, messages, roster = await full(
+                    updates, additions, Path(directory), **options
+                )
+            times.append(seconds)
+            if messages != n:
+                raise SystemExit(f"activity was lost: {messages:,} of {n:,} messages recorded")
+    rows = [
         ("(a) bare PTB, one no-op handler", bare_times),
         ("(b) full bot, SQLite recording ", full_times),
-    ):
+    ]
+    if args.dedupe:
+        rows += [
+            ("(c) full bot, queued (polling) ", queued_times),
+            ("(d) queued + update_id dedupe  ", dedupe_times),
+        ]
+    for label, times in rows:
         best, middle = min(times), statistics.median(times)
         print(
             f"{label}: best {n / best:>7,.0f} updates/s ({best / n * 1e6:5.1f} µs/update), "
@@ -151,6 +193,11 @@ async def main() -> None:
         f"median {statistics.median(full_times) / statistics.median(bare_times):.2f}"
         "  (target ≤ 1.30)"
     )
+    if args.dedupe:
+        print(
+            f"update_id de-duplication (d)/(c): best {min(dedupe_times) / min(queued_times):.2f}, "
+            f"median {statistics.median(dedupe_times) / statistics.median(queued_times):.2f}"
+        )
     print(
         f"rows afterwards (last round): daily_activity messages = {messages:,} (sent {n:,}), "
         f"roster rows = {roster:,}"

@@ -19,6 +19,7 @@ from telegram.request import BaseRequest
 import bot.schema  # noqa: F401  (every table, and the calendar post kinds features register)
 from bot.activity import ActivityRecorder
 from bot.chats import ChatDirectory
+from bot.cluster import UpdateLog
 from bot.commands import CommandSpec, publish_commands
 from bot.db import create_engine, make_sessionmaker
 from bot.operators import OperatorCheck
@@ -47,6 +48,7 @@ from handlers import (
 from handlers import polls as polls_handlers
 from schedules import calendar as calendar_schedule
 from schedules import campaigns as campaigns_schedule
+from schedules import cluster as cluster_schedule
 from schedules import digest, verification
 from schedules import invites as invites_schedule
 from schedules import lottery as lottery_schedule
@@ -89,6 +91,7 @@ FEATURES: list[ModuleType] = [
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.
 SCHEDULES: list[ModuleType] = [
+    cluster_schedule,  # first: this process's heartbeat (claims name it), /healthz
     polls_schedule,  # closing polls and surveys on time
     calendar_schedule,  # content calendar: deliveries, previews, delete_after, file reloads
     verification,  # join-check deadlines
@@ -132,11 +135,13 @@ def build_app(
     clock: Callable[[], datetime] = system_clock,
     rate_limiter: bool = True,
     concurrent: bool = True,
+    dedupe: bool | None = None,
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     """Build the Application with every feature registered and services in bot_data.
 
     Tests pass a recording `request`, an `engine` on a temporary database and a `clock`;
-    the CLI passes nothing but settings.
+    the CLI passes nothing but settings. `dedupe` (default: in webhook mode) drops updates
+    whose id any process has already received (bot.cluster.UpdateLog); it needs `concurrent`.
     """
     engine = engine or create_engine(settings.database_url)
     db = make_sessionmaker(engine)
@@ -174,8 +179,11 @@ def build_app(
         builder = builder.request(request).get_updates_request(request)
     if rate_limiter:
         builder = builder.rate_limiter(ChatRateLimiter(max_retries=3))
+    if dedupe is None:
+        dedupe = settings.webhook_url is not None
     if concurrent:
-        builder = builder.concurrent_updates(ChatOrderedUpdateProcessor())
+        seen = UpdateLog(db, clock) if dedupe else None
+        builder = builder.concurrent_updates(ChatOrderedUpdateProcessor(seen=seen))
     app = builder.build()
 
     app.bot_data[SERVICES_KEY] = services

@@ -39,6 +39,7 @@ from sqlmodel import Field, SQLModel
 
 from bot.calendar_file import Calendar, PostSpec
 from bot.chats import register_migration_merge
+from bot.cluster import claimed_by_stopped_process
 from bot.db import upsert
 from bot.models import Chat, ChatMigration, chat_fk, utc_column
 
@@ -564,9 +565,41 @@ async def cancel_chat(session: AsyncSession, chat_id: int, *, reason: str, now: 
     return result.rowcount or 0
 
 
-async def interrupted(session: AsyncSession, *, now: datetime) -> list[int]:
-    """Claims left 'sending' by a process that stopped mid-send: they may have gone out, so
-    they become 'unknown' (for an operator to check), never resent blindly."""
+async def interrupted(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    me: str | None = None,
+    process_lease: timedelta | None = None,
+) -> list[int]:
+    """Settle claims left 'sending' as 'unknown'; returns the ids of stopped processes' claims.
+
+    A claim held by another process that has stopped beating for `process_lease`
+    (bot.cluster) is settled at once; a claim older than STALE_SENDING held by a process
+    still alive (or a legacy claim without a token) too. Either way the post may have gone
+    out — the process may have died after Telegram took the message and before the answer
+    was recorded, and the bot cannot ask Telegram — so it becomes 'unknown' for an operator
+    to check (/postnow or /skip), never resent blindly: a post is never sent twice.
+    """
+    taken: list[int] = []
+    if me is not None and process_lease is not None:
+        stopped = claimed_by_stopped_process(
+            CalendarDelivery.claimed_by, me=me, now=now, lease=process_lease
+        )
+        taken = list(
+            await session.scalars(
+                select(CalendarDelivery.id).where(CalendarDelivery.state == SENDING, stopped)
+            )
+        )
+        for delivery_id in taken:
+            await _transition(
+                session,
+                delivery_id,
+                (SENDING,),
+                state=UNKNOWN,
+                error="its process stopped while sending: check the group, then /postnow or /skip",
+                updated_at=now,
+            )
     ids = list(
         await session.scalars(
             select(CalendarDelivery.id).where(
@@ -584,7 +617,7 @@ async def interrupted(session: AsyncSession, *, now: datetime) -> list[int]:
             error="interrupted while sending: check the group, then /postnow or /skip",
             updated_at=now,
         )
-    return ids
+    return taken
 
 
 async def pinned_before(

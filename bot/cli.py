@@ -17,6 +17,35 @@ NO_TOKEN = (
 )
 
 
+EXIT_CONFLICT = 3  # another process long-polls this bot
+
+
+WEBHOOK_IN_USE = (
+    "a webhook is set for this bot ({url}): other processes receive its updates there. "
+    "Starting long polling would delete it. Set WEBHOOK_URL to join them, or remove the "
+    "webhook first (deleteWebhook) if it is stale."
+)
+
+
+def _webhook_in_use(settings: Settings) -> str:
+    """The webhook URL Telegram has for this bot ("" if none), asked before long polling,
+    whose start-up would silently delete another deployment's webhook."""
+    import asyncio
+
+    from telegram import Bot
+
+    from bot.app import _file_base_url
+
+    base = settings.telegram_api_base_url
+    options = {"base_url": base, "base_file_url": _file_base_url(base)} if base else {}
+
+    async def ask() -> str:
+        async with Bot(settings.token or "", **options) as bot:
+            return (await bot.get_webhook_info()).url or ""
+
+    return asyncio.run(ask())
+
+
 def load_settings() -> Settings:
     try:
         return Settings()
@@ -46,11 +75,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info("starting in webhook mode on port %s", settings.port)
             app.run_webhook(**webhook_options(settings), allowed_updates=ALLOWED_UPDATES)
         else:
+            webhook = _webhook_in_use(settings)
+            if webhook:
+                print("community-bot: " + WEBHOOK_IN_USE.format(url=webhook), file=sys.stderr)
+                return EXIT_CONFLICT
             log.info("starting with long polling")
             app.run_polling(allowed_updates=ALLOWED_UPDATES)
     except Exception as exc:  # logged through the redacting handlers, never printed raw
         log.critical("the bot stopped: %s", exc, exc_info=True)
         return 1
+    from bot.services import services_of
+    from handlers.errors import CONFLICT_MESSAGE, POLLING_CONFLICT
+
+    conflict = services_of(app).extras.get(POLLING_CONFLICT)
+    if conflict is not None:
+        print("community-bot: " + CONFLICT_MESSAGE.format(error=conflict), file=sys.stderr)
+        return EXIT_CONFLICT
     return 0
 
 

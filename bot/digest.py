@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
 
 from bot.charts import ChartPoint, ChartSpec, cjk_font
+from bot.cluster import claimed_by_stopped_process
 from bot.db import upsert
 from bot.i18n import t
 from bot.kpi import (
@@ -254,16 +255,44 @@ async def finish(
             )
 
 
-async def recover_interrupted(db: async_sessionmaker[AsyncSession], *, now: datetime) -> int:
-    """Claims older than STALE_CLAIM were cut off by a crash: recorded as failed, never resent
-    (the digest may have gone out; sending it again could send it twice)."""
+async def recover_interrupted(
+    db: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime,
+    me: str | None = None,
+    process_lease: timedelta | None = None,
+) -> list[tuple[int, Due]]:
+    """Settle "sending" claims as failed ("interrupted"); returns those of stopped processes.
+
+    A claim held by another process that has stopped beating for `process_lease`
+    (bot.cluster) is settled at once; claims older than STALE_CLAIM held by a live process
+    (or legacy claims) too. The digest may have gone out (its chart, or all of it: the
+    process may have died after Telegram took it), so it is never resent blindly; the next
+    digest lists it as not delivered and `/digest now` sends one on request.
+    """
+    taken: list[tuple[int, Due]] = []
     async with db.begin() as session:
-        result = await session.execute(
+        if me is not None and process_lease is not None:
+            stopped = claimed_by_stopped_process(
+                DigestRun.claimed_by, me=me, now=now, lease=process_lease
+            )
+            rows = (
+                await session.execute(
+                    update(DigestRun)
+                    .where(DigestRun.state == "sending", stopped)
+                    .values(state="failed", finished_at=now, error="interrupted")
+                    .returning(
+                        DigestRun.chat_id, DigestRun.kind, DigestRun.period_start, DigestRun.due_at
+                    )
+                )
+            ).all()
+            taken = [(int(c), Due(k, p, d)) for c, k, p, d in rows]
+        await session.execute(
             update(DigestRun)
             .where(DigestRun.state == "sending", DigestRun.claimed_at < now - STALE_CLAIM)
             .values(state="failed", finished_at=now, error="interrupted")
         )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return taken
 
 
 async def undelivered(session: AsyncSession, chat_id: int) -> list[DigestRun]:

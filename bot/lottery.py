@@ -54,6 +54,7 @@ from sqlmodel import Field, SQLModel
 
 from bot import points
 from bot.activity import local_day, mark_participation
+from bot.cluster import claimed_by_stopped_process
 from bot.db import insert_for
 from bot.models import DailyActivity, Member, chat_fk, utc_column
 from bot.timeparse import local_to_utc, parse_date, parse_duration, parse_when
@@ -125,6 +126,7 @@ class Lottery(SQLModel, table=True):
     created_by: int | None = Field(default=None, sa_type=BigInteger)
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     claimed_at: datetime | None = Field(default=None, sa_column=utc_column())
+    claimed_by: str | None = Field(default=None, max_length=64)  # the drawing process
     drawn_at: datetime | None = Field(default=None, sa_column=utc_column())
     # Set while the announcement is with Telegram: if the process dies (or the send times
     # out) the announcement may be posted already, so it is never sent a second time.
@@ -802,7 +804,9 @@ async def _walk(session: AsyncSession, lottery: Lottery, *, needed: int, round: 
     return found
 
 
-async def claim_draw(session: AsyncSession, lottery_id: int, *, now: datetime) -> bool:
+async def claim_draw(
+    session: AsyncSession, lottery_id: int, *, now: datetime, by: str | None = None
+) -> bool:
     """Draw an open lottery, exactly once: claim it (open → drawing) and choose the winners.
 
     Returns False when it was not open (already drawn, being drawn by someone else,
@@ -811,7 +815,7 @@ async def claim_draw(session: AsyncSession, lottery_id: int, *, now: datetime) -
     claimed = await session.execute(
         update(LOTTERY)
         .where(LOTTERY.c.id == lottery_id, LOTTERY.c.state == State.OPEN.value)
-        .values(state=State.DRAWING.value, claimed_at=now, drawn_at=now)
+        .values(state=State.DRAWING.value, claimed_at=now, claimed_by=by, drawn_at=now)
     )
     if claimed.rowcount != 1:
         return False
@@ -821,22 +825,40 @@ async def claim_draw(session: AsyncSession, lottery_id: int, *, now: datetime) -
     return True
 
 
+def _abandoned(
+    *, now: datetime, lease: timedelta, me: str | None, process_lease: timedelta | None
+) -> Any:
+    """A draw claimed longer than `lease` ago, or by a process that stopped (bot.cluster)."""
+    old = LOTTERY.c.claimed_at <= now - lease
+    if me is None or process_lease is None:
+        return old
+    stopped = claimed_by_stopped_process(LOTTERY.c.claimed_by, me=me, now=now, lease=process_lease)
+    return or_(old, stopped)
+
+
 async def reclaim_announcement(
-    session: AsyncSession, lottery_id: int, *, now: datetime, lease: timedelta
+    session: AsyncSession,
+    lottery_id: int,
+    *,
+    now: datetime,
+    lease: timedelta,
+    me: str | None = None,
+    process_lease: timedelta | None = None,
 ) -> bool:
     """Take over the announcement of a draw whose process stopped before announcing it.
 
-    A claim older than `lease` is considered abandoned (the process died between the draw and
-    the announcement); whoever moves its `claimed_at` first announces it.
+    A claim older than `lease`, or held by a process that has stopped beating for
+    `process_lease`, is considered abandoned (the process died between the draw and the
+    announcement); whoever moves its `claimed_at` first announces it.
     """
     result = await session.execute(
         update(LOTTERY)
         .where(
             LOTTERY.c.id == lottery_id,
             LOTTERY.c.state == State.DRAWING.value,
-            LOTTERY.c.claimed_at <= now - lease,
+            _abandoned(now=now, lease=lease, me=me, process_lease=process_lease),
         )
-        .values(claimed_at=now)
+        .values(claimed_at=now, claimed_by=me)
     )
     return result.rowcount == 1
 
@@ -998,7 +1020,14 @@ class Agenda:
     stale_counts: list[int]  # open lotteries whose post shows an old count
 
 
-async def agenda(session: AsyncSession, *, now: datetime, lease: timedelta) -> Agenda:
+async def agenda(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    lease: timedelta,
+    me: str | None = None,
+    process_lease: timedelta | None = None,
+) -> Agenda:
     open_ = LOTTERY.c.state == State.OPEN.value
     due = await session.scalars(
         select(LOTTERY.c.id)
@@ -1016,7 +1045,8 @@ async def agenda(session: AsyncSession, *, now: datetime, lease: timedelta) -> A
     )
     abandoned = await session.scalars(
         select(LOTTERY.c.id).where(
-            LOTTERY.c.state == State.DRAWING.value, LOTTERY.c.claimed_at <= now - lease
+            LOTTERY.c.state == State.DRAWING.value,
+            _abandoned(now=now, lease=lease, me=me, process_lease=process_lease),
         )
     )
     upcoming = await session.execute(

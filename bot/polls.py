@@ -46,6 +46,7 @@ from telegram.constants import PollLimit
 from telegram.error import BadRequest, ChatMigrated, Forbidden
 
 from bot.activity import mark_participation
+from bot.cluster import PROCESS, claimed_by_stopped_process
 from bot.db import upsert
 from bot.i18n import t
 from bot.models import DailyActivity, chat_fk, utc_column
@@ -86,6 +87,7 @@ class Survey(SQLModel, table=True):
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     close_at: datetime | None = Field(default=None, sa_column=utc_column())
     claimed_at: datetime | None = Field(default=None, sa_column=utc_column())
+    claimed_by: str | None = Field(default=None, max_length=64)  # the closing process
     close_attempts: int = Field(default=0)
     closed_at: datetime | None = Field(default=None, sa_column=utc_column())
     summary_message_id: int | None = Field(default=None, sa_type=BigInteger)
@@ -119,6 +121,7 @@ class Poll(SQLModel, table=True):
     created_at: datetime = Field(sa_column=utc_column(nullable=False))
     close_at: datetime | None = Field(default=None, sa_column=utc_column())
     claimed_at: datetime | None = Field(default=None, sa_column=utc_column())
+    claimed_by: str | None = Field(default=None, max_length=64)  # the closing process
     close_attempts: int = Field(default=0)
     stopped_at: datetime | None = Field(default=None, sa_column=utc_column())
     closed_at: datetime | None = Field(default=None, sa_column=utc_column())
@@ -646,28 +649,44 @@ def _closing_table(kind: Kind) -> Any:
 
 
 async def claim_close(
-    session: AsyncSession, kind: Kind, row_id: int, *, now: datetime, lease: timedelta
+    session: AsyncSession,
+    kind: Kind,
+    row_id: int,
+    *,
+    now: datetime,
+    lease: timedelta,
+    by: str | None = None,
+    process_lease: timedelta | None = None,
 ) -> bool:
     """Take the close of a poll/survey for this caller; False when someone else has it.
 
     A claim older than `lease` is considered abandoned (the process died or Telegram failed)
-    and may be taken again, so a close is never lost; it is never done twice while the first
-    attempt is alive.
+    and may be taken again, so a close is never lost; so is a claim of a process that has
+    stopped beating for `process_lease` (bot.cluster). It is never done twice while the
+    first attempt is alive.
     """
     table = _closing_table(kind)
     conditions = [table.c.id == row_id]
     if kind == "poll":
         conditions.append(table.c.survey_id.is_(None))
+    abandoned = table.c.claimed_at <= now - lease
+    if by is not None and process_lease is not None:
+        stopped = claimed_by_stopped_process(
+            table.c.claimed_by, me=by, now=now, lease=process_lease
+        )
+        abandoned = or_(abandoned, stopped)
     result = await session.execute(
         update(table)
         .where(
             *conditions,
-            or_(
-                table.c.state == "open",
-                and_(table.c.state == "closing", table.c.claimed_at <= now - lease),
-            ),
+            or_(table.c.state == "open", and_(table.c.state == "closing", abandoned)),
         )
-        .values(state="closing", claimed_at=now, close_attempts=table.c.close_attempts + 1)
+        .values(
+            state="closing",
+            claimed_at=now,
+            claimed_by=by,
+            close_attempts=table.c.close_attempts + 1,
+        )
     )
     return result.rowcount == 1
 
@@ -717,13 +736,29 @@ class PendingClose:
     when: datetime
 
 
-async def pending_closes(session: AsyncSession, *, lease: timedelta) -> list[PendingClose]:
-    """Every close the schedule owes: timed open polls/surveys, and claims to retry."""
+async def pending_closes(
+    session: AsyncSession,
+    *,
+    lease: timedelta,
+    now: datetime | None = None,
+    process_lease: timedelta | None = None,
+) -> list[PendingClose]:
+    """Every close the schedule owes: timed open polls/surveys, and claims to retry (at
+    once when their process has stopped beating for `process_lease`)."""
+    stopped: set[str] = set()
+    if now is not None and process_lease is not None:
+        stopped = set(
+            await session.scalars(
+                select(PROCESS.c.token).where(PROCESS.c.seen_at < now - process_lease)
+            )
+        )
     found: list[PendingClose] = []
     for kind, table in (("poll", POLL_TABLE), ("survey", SURVEY_TABLE)):
         conditions = [table.c.survey_id.is_(None)] if kind == "poll" else []
         rows = await session.execute(
-            select(table.c.id, table.c.state, table.c.close_at, table.c.claimed_at).where(
+            select(
+                table.c.id, table.c.state, table.c.close_at, table.c.claimed_at, table.c.claimed_by
+            ).where(
                 *conditions,
                 or_(
                     and_(table.c.state == "open", table.c.close_at.is_not(None)),
@@ -731,8 +766,10 @@ async def pending_closes(session: AsyncSession, *, lease: timedelta) -> list[Pen
                 ),
             )
         )
-        for row_id, state, close_at, claimed_at in rows:
+        for row_id, state, close_at, claimed_at, claimed_by in rows:
             when = close_at if state == "open" else claimed_at + lease
+            if state == "closing" and claimed_by in stopped and now is not None:
+                when = min(when, now)
             found.append(PendingClose(kind, row_id, when))  # type: ignore[arg-type]
     return found
 

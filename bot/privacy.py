@@ -174,6 +174,10 @@ DECISIONS: dict[tuple[str, str], Rule] = {
     ("chat", "username"): Rule.NOT_A_PERSON,  # the group's public @name
     ("calendar_delivery", "claimed_by"): Rule.NOT_A_PERSON,  # a process
     ("digest_run", "claimed_by"): Rule.NOT_A_PERSON,  # a process
+    ("lottery", "claimed_by"): Rule.NOT_A_PERSON,  # 〃
+    ("poll", "claimed_by"): Rule.NOT_A_PERSON,  # 〃
+    ("survey", "claimed_by"): Rule.NOT_A_PERSON,  # 〃
+    ("newcomer", "claimed_by"): Rule.NOT_A_PERSON,  # 〃
 }
 
 # Column names that may hold a person's id or name (the completeness test uses this).

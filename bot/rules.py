@@ -16,6 +16,7 @@ from sqlalchemy import BigInteger, Column, Index, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
+from bot.cluster import claimed_by_stopped_process
 from bot.db import insert_for, upsert
 from bot.models import chat_fk, utc_column
 from bot.timeparse import parse_duration
@@ -94,6 +95,10 @@ class Newcomer(SQLModel, table=True):
     action: str | None = Field(default=None, max_length=8)  # taken on failure, fixed at join
     deadline: datetime | None = Field(default=None, sa_column=utc_column())
     message_id: int | None = Field(default=None, sa_type=BigInteger)
+    # A failed check: the process that decided it, and when its action was taken (a
+    # failure whose process stopped before acting is acted on by another; bot.cluster).
+    claimed_by: str | None = Field(default=None, max_length=64)
+    acted_at: datetime | None = Field(default=None, sa_column=utc_column())
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -347,6 +352,8 @@ async def claim_join(
         action=None,
         deadline=None,
         message_id=None,
+        claimed_by=None,
+        acted_at=None,
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=["chat_id", "user_id"],
@@ -358,6 +365,8 @@ async def claim_join(
             "action": None,
             "deadline": None,
             "message_id": None,
+            "claimed_by": None,
+            "acted_at": None,
         },
         where=table.c.joined_at < when - SAME_JOIN_WINDOW,
     )
@@ -436,8 +445,10 @@ async def conclude_check(
     token: int,
     state: str,
     now: datetime | None = None,
+    by: str | None = None,
 ) -> Newcomer | None:
-    """Move a pending check to `state` (passed | failed | left) exactly once.
+    """Move a pending check to `state` (passed | failed | left) exactly once; `by` names
+    the deciding process (kept for failures, whose action follows).
 
     With `now`, only a check whose deadline has passed is concluded (the timeout). Returns
     the row when this call made the change, None when someone else already did.
@@ -453,11 +464,58 @@ async def conclude_check(
     ]
     if now is not None:
         conditions.append(Newcomer.deadline <= now)  # type: ignore[operator]
-    result = await session.execute(update(Newcomer).where(*conditions).values(state=state))
+    result = await session.execute(
+        update(Newcomer).where(*conditions).values(state=state, claimed_by=by)
+    )
     if not result.rowcount:
         return None
     row.state = state
+    row.claimed_by = by
     return row
+
+
+async def mark_acted(session: AsyncSession, row: Newcomer, *, now: datetime) -> None:
+    """The failure's action (delete, kick/ban, log) was taken."""
+    await session.execute(
+        update(Newcomer)
+        .where(
+            Newcomer.chat_id == row.chat_id,
+            Newcomer.user_id == row.user_id,
+            Newcomer.joined_at == row.joined_at,
+        )
+        .values(acted_at=now)
+    )
+
+
+async def reclaim_failures(
+    session: AsyncSession, *, me: str, now: datetime, lease: timedelta
+) -> list[Newcomer]:
+    """Failed checks whose deciding process stopped before acting: now this process's."""
+    stopped = claimed_by_stopped_process(Newcomer.claimed_by, me=me, now=now, lease=lease)
+    rows = list(
+        await session.scalars(
+            select(Newcomer).where(
+                Newcomer.state == "failed", Newcomer.acted_at.is_(None), stopped
+            )
+        )
+    )
+    mine = []
+    for row in rows:
+        result = await session.execute(
+            update(Newcomer)
+            .where(
+                Newcomer.chat_id == row.chat_id,
+                Newcomer.user_id == row.user_id,
+                Newcomer.joined_at == row.joined_at,
+                Newcomer.claimed_by == row.claimed_by,
+                Newcomer.acted_at.is_(None),
+            )
+            .values(claimed_by=me)
+        )
+        if result.rowcount:
+            row.claimed_by = me
+            mine.append(row)
+    return mine
 
 
 async def pending_checks(session: AsyncSession) -> list[Newcomer]:

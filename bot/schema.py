@@ -12,6 +12,7 @@ import bot.calendar  # noqa: F401  (calendar_post, calendar_delivery, calendar_a
 import bot.calendar_kpi  # noqa: F401  (content sent/failed/missed: KPIs and digest section)
 import bot.campaigns  # noqa: F401  (campaign)
 import bot.checkins  # noqa: F401  (checkin, checkin_day, checkin_config)
+import bot.cluster  # noqa: F401  (bot_process, update_seen)
 import bot.dashboard_auth  # noqa: F401  (dashboard_login)
 import bot.digest  # noqa: F401  (kpi_target, digest_schedule, digest_run)
 import bot.invites  # noqa: F401  (invite_link, join_source, invite_join_request, referral_credit, …)

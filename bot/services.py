@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,8 @@ class Services:
     clock: Callable[[], datetime] = system_clock
     bot_sees_all_messages: bool = False  # privacy mode off (from getMe at start-up)
     extras: dict[str, Any] = field(default_factory=dict)  # feature services by name
+    # This process's name in claims and heartbeats (bot.cluster): unique per run.
+    process_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 SERVICES_KEY = "services"

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # Key of the hashed opt-outs (/forgetme); unset: derived from the bot token (see
     # docs/privacy.md: set it before rotating the token, or opt-outs are forgotten).
     privacy_salt: SecretStr | None = None
+    health_port: int | None = None  # /healthz; in webhook mode it defaults to PORT + 1
+    claim_lease_seconds: float = Field(default=60.0, ge=1.0)  # a silent process is dead after
+    sweep_seconds: float = Field(default=60.0, ge=1.0)  # how often jobs are re-derived
 
     @field_validator("bot_owners", mode="before")
     @classmethod

@@ -10,11 +10,16 @@ sent them — joins before leaves, a check-in before the next one.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import Any
 
 from telegram import Update
 from telegram.ext import BaseHandler, BaseUpdateProcessor, CommandHandler
+
+from bot.cluster import UpdateLog
+
+log = logging.getLogger(__name__)
 
 
 def ordering_key(update: object) -> int | None:
@@ -28,11 +33,24 @@ def ordering_key(update: object) -> int | None:
 
 
 class ChatOrderedUpdateProcessor(BaseUpdateProcessor):
-    def __init__(self, max_concurrent_updates: int = 256) -> None:
+    """Per-chat order; with an `UpdateLog` (webhook mode), each update id is handled once.
+
+    The update log is asked when the update arrives (so its answer is being fetched while
+    the update waits for its chat's turn) and awaited once it is the update's turn: a
+    redelivered update is dropped without running any handler.
+    """
+
+    def __init__(
+        self, max_concurrent_updates: int = 256, *, seen: UpdateLog | None = None
+    ) -> None:
         super().__init__(max_concurrent_updates)
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+        self.seen = seen
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        if self.seen is not None and isinstance(update, Update):
+            first = self.seen.ask(update.update_id)
+            coroutine = _unless_seen(update.update_id, first, coroutine)
         key = ordering_key(update)
         if key is None:
             await coroutine
@@ -56,6 +74,14 @@ class ChatOrderedUpdateProcessor(BaseUpdateProcessor):
 
     async def shutdown(self) -> None:
         return None
+
+
+async def _unless_seen(update_id: int, first: Awaitable[bool], coroutine: Awaitable[Any]) -> None:
+    if await first:
+        await coroutine
+    else:
+        log.info("update %s was delivered again: already handled, dropped", update_id)
+        coroutine.close()  # type: ignore[attr-defined]
 
 
 class CommandRouter(BaseHandler[Update, Any, Any]):

@@ -6,17 +6,29 @@ import json
 import logging
 
 from telegram import Update
-from telegram.error import ChatMigrated, Forbidden
+from telegram.error import ChatMigrated, Conflict, Forbidden
 from telegram.ext import Application
 
 from bot.services import BotContext
 
 log = logging.getLogger(__name__)
 
+POLLING_CONFLICT = "polling_conflict"  # services.extras key: why this process stopped
+CONFLICT_MESSAGE = (
+    "another process is receiving this bot's updates (Telegram answered getUpdates with "
+    "409 Conflict: {error}). Only one process may use long polling; run several processes "
+    "with WEBHOOK_URL behind a load balancer instead (docs/deploy.md). Stopping."
+)
+
 
 async def on_error(update: object, context: BotContext) -> None:
     """Log the exception with the update that caused it; the bot carries on."""
     error = context.error
+    if isinstance(error, Conflict) and update is None:  # from getUpdates: never compete
+        context.services.extras[POLLING_CONFLICT] = str(error)
+        log.critical(CONFLICT_MESSAGE.format(error=error))
+        context.application.stop_running()
+        return
     chat_id = (
         update.effective_chat.id if isinstance(update, Update) and update.effective_chat else None
     )

@@ -70,7 +70,7 @@ def runtime(app: AnyApp) -> CalendarRuntime:
     services = services_of(app)
     rt = services.extras.get(RUNTIME_KEY)
     if rt is None:
-        rt = CalendarRuntime(Path(services.settings.content_dir))
+        rt = CalendarRuntime(Path(services.settings.content_dir), token=services.process_id)
         services.extras[RUNTIME_KEY] = rt
     return rt
 
@@ -98,10 +98,11 @@ async def on_startup(app: AnyApp) -> None:
         log.error("calendar files have errors: keeping the previously loaded calendar")
     await sweep(app)
     assert app.job_queue is not None
+    every = min(SWEEP_EVERY, timedelta(seconds=services_of(app).settings.sweep_seconds))
     app.job_queue.run_repeating(
         sweep_job,
-        interval=SWEEP_EVERY,
-        first=SWEEP_EVERY,
+        interval=every,
+        first=every,
         name=JOB_SWEEP,
         job_kwargs={"id": JOB_SWEEP, "replace_existing": True},
     )
@@ -152,8 +153,15 @@ async def sweep(app: AnyApp) -> None:
             log.error("calendar: %s", problem)
     now = services.clock()
     async with services.db.begin() as session:
-        await cal.interrupted(session, now=now)
+        taken = await cal.interrupted(
+            session,
+            now=now,
+            me=services.process_id,
+            process_lease=timedelta(seconds=services.settings.claim_lease_seconds),
+        )
         await cal.materialize(session, now=now, only_due=True)
+    for delivery_id in taken:
+        log.warning("delivery %s: its process stopped while sending; now 'unknown'", delivery_id)
     await schedule_jobs(app)
 
 

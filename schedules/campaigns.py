@@ -18,7 +18,6 @@ from telegram.ext import Application, ContextTypes
 from bot import campaigns as domain
 from bot.charts import render_chart_async
 from bot.services import Services, services_of
-from schedules.digest import WORKER
 from schedules.digest import _send_digest as send_chart_and_text
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,11 @@ async def run_review(
     """Claim the review and, if this process owns it, post it: "sent", "failed" or "taken"."""
     services = services_of(app)
     claimed = await domain.claim_review(
-        services.db, campaign_id, now=services.clock(), worker=WORKER, ended_by=ended_by
+        services.db,
+        campaign_id,
+        now=services.clock(),
+        worker=services.process_id,
+        ended_by=ended_by,
     )
     if claimed is None:
         return "taken"

@@ -14,8 +14,6 @@ process are picked up.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -48,7 +46,6 @@ from bot.text import MAX_CAPTION_UTF16, utf16_len
 
 log = logging.getLogger(__name__)
 
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 SYNC_INTERVAL = timedelta(minutes=5)
 KINDS: tuple[Kind, ...] = ("daily", "weekly")
 
@@ -79,7 +76,7 @@ def _configured(schedule: Schedule, kind: Kind) -> tuple[str, int | None] | None
 async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     """Recover interrupted claims, catch up on digests due while down, schedule the next ones."""
     services = services_of(app)
-    await recover_interrupted(services.db, now=services.clock())
+    await take_over(app)
     for schedule, info in await _schedules(services):
         try:
             await catch_up(app, schedule, info)
@@ -89,8 +86,24 @@ async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     if app.job_queue is not None:
         for job in app.job_queue.get_jobs_by_name("digest:sync"):
             job.schedule_removal()
-        app.job_queue.run_repeating(
-            _sync_job, interval=SYNC_INTERVAL, first=SYNC_INTERVAL, name="digest:sync"
+        every = min(SYNC_INTERVAL, timedelta(seconds=services.settings.sweep_seconds))
+        app.job_queue.run_repeating(_sync_job, interval=every, first=every, name="digest:sync")
+
+
+async def take_over(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    """Settle the digests whose claimant stopped mid-send, and stale claims (bot.digest)."""
+    services = services_of(app)
+    taken = await recover_interrupted(
+        services.db,
+        now=services.clock(),
+        me=services.process_id,
+        process_lease=timedelta(seconds=services.settings.claim_lease_seconds),
+    )
+    for chat_id, due in taken:
+        log.warning(
+            "digest %s of chat %s: its process stopped while sending; recorded as failed",
+            due.kind,
+            chat_id,
         )
 
 
@@ -162,6 +175,7 @@ async def _sync_job(context: ContextTypes.DEFAULT_TYPE) -> None:
     app = context.application
     queue = app.job_queue
     assert queue is not None
+    await take_over(app)
     wanted = set()
     for schedule, info in await _schedules(services_of(app)):
         for kind in KINDS:
@@ -201,7 +215,9 @@ async def _digest_job(context: ContextTypes.DEFAULT_TYPE) -> None:
 async def run_due(app: Application[Any, Any, Any, Any, Any, Any], chat_id: int, due: Due) -> str:
     """Claim a due digest and, if this process owns it, send it and record the outcome."""
     services = services_of(app)
-    outcome, run_id = await claim(services.db, chat_id, due, now=services.clock(), worker=WORKER)
+    outcome, run_id = await claim(
+        services.db, chat_id, due, now=services.clock(), worker=services.process_id
+    )
     if outcome != "send":
         if outcome == "missed":
             log.warning("digest %s of chat %s for %s missed", due.kind, chat_id, due.period_start)

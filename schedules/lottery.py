@@ -64,6 +64,11 @@ TIME_FORMAT = "%Y-%m-%d %H:%M"
 AnyApp = Application[Any, Any, Any, Any, Any, Any]
 
 
+def process_lease(services: Services) -> timedelta:
+    """How long a process may stay silent before its claims are taken over (bot.cluster)."""
+    return timedelta(seconds=services.settings.claim_lease_seconds)
+
+
 def runtime_of(app: AnyApp) -> LotteryRuntime:
     return services_of(app).extras.setdefault(RUNTIME, LotteryRuntime())
 
@@ -296,7 +301,9 @@ async def draw_and_announce(app: AnyApp, lottery_id: int) -> bool:
     """Draw an open lottery and announce it — unless someone else already did (then False)."""
     services = services_of(app)
     async with services.db.begin() as session:
-        claimed = await claim_draw(session, lottery_id, now=services.clock())
+        claimed = await claim_draw(
+            session, lottery_id, now=services.clock(), by=services.process_id
+        )
     if not claimed:
         return False
     log.info("lottery %s drawn", lottery_id)
@@ -386,7 +393,13 @@ async def catch_up(app: AnyApp, *, schedule_all: bool) -> None:
     """
     services = services_of(app)
     async with services.db() as session:
-        plan = await agenda(session, now=services.clock(), lease=ANNOUNCE_LEASE)
+        plan = await agenda(
+            session,
+            now=services.clock(),
+            lease=ANNOUNCE_LEASE,
+            me=services.process_id,
+            process_lease=process_lease(services),
+        )
     for lottery_id in plan.due:
         try:
             await draw_and_announce(app, lottery_id)
@@ -395,7 +408,12 @@ async def catch_up(app: AnyApp, *, schedule_all: bool) -> None:
     for lottery_id in plan.abandoned:
         async with services.db.begin() as session:
             mine = await reclaim_announcement(
-                session, lottery_id, now=services.clock(), lease=ANNOUNCE_LEASE
+                session,
+                lottery_id,
+                now=services.clock(),
+                lease=ANNOUNCE_LEASE,
+                me=services.process_id,
+                process_lease=process_lease(services),
             )
         if not mine:
             continue
@@ -430,6 +448,5 @@ async def on_startup(app: AnyApp) -> None:
     runtime_of(app).count_pending.clear()
     await catch_up(app, schedule_all=True)
     if app.job_queue is not None:
-        app.job_queue.run_repeating(
-            sweep_job, interval=SWEEP_SECONDS, first=SWEEP_SECONDS, name=SWEEP_JOB
-        )
+        sweep = min(float(SWEEP_SECONDS), services_of(app).settings.sweep_seconds)
+        app.job_queue.run_repeating(sweep_job, interval=sweep, first=sweep, name=SWEEP_JOB)

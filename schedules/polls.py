@@ -69,7 +69,15 @@ async def close(app: Application[Any, Any, Any, Any, Any, Any], kind: Kind, row_
     """Close a poll or survey if this caller wins the claim; True when it did."""
     services = services_of(app)
     async with services.db.begin() as session:
-        claimed = await polls.claim_close(session, kind, row_id, now=services.clock(), lease=LEASE)
+        claimed = await polls.claim_close(
+            session,
+            kind,
+            row_id,
+            now=services.clock(),
+            lease=LEASE,
+            by=services.process_id,
+            process_lease=timedelta(seconds=services.settings.claim_lease_seconds),
+        )
     if not claimed:
         return False
     try:
@@ -152,15 +160,47 @@ async def _after_failure(
         schedule_close(app.job_queue, kind, row_id, services.clock() + LEASE)
 
 
+SWEEP_JOB = "pollclose:sweep"
+SWEEP_EVERY = timedelta(seconds=60)
+
+
 async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     """Derive the close jobs from the database; overdue closes run as soon as jobs start."""
     services = services_of(app)
     if app.job_queue is None:
         log.warning("no job queue: polls will only close with /closepoll")
         return
+    scheduled = await sweep(app, everything=True)
+    if scheduled:
+        log.info("scheduled %s poll/survey closes", scheduled)
+    every = min(SWEEP_EVERY, timedelta(seconds=services.settings.sweep_seconds))
+    app.job_queue.run_repeating(_sweep_job, interval=every, first=every, name=SWEEP_JOB)
+
+
+async def sweep(app: Application[Any, Any, Any, Any, Any, Any], *, everything: bool) -> int:
+    """Give every close the database owes a job — also polls created by another process,
+    and claims whose process stopped (retried when their lease runs out)."""
+    services = services_of(app)
+    assert app.job_queue is not None
+    now = services.clock()
     async with services.db() as session:
-        pending = await polls.pending_closes(session, lease=LEASE)
+        pending = await polls.pending_closes(
+            session,
+            lease=LEASE,
+            now=now,
+            process_lease=timedelta(seconds=services.settings.claim_lease_seconds),
+        )
+    scheduled = 0
     for item in pending:
-        schedule_close(app.job_queue, item.kind, item.row_id, item.when)
-    if pending:
-        log.info("scheduled %s poll/survey closes", len(pending))
+        jobs = app.job_queue.get_jobs_by_name(job_name(item.kind, item.row_id))
+        # (a job at a later time: a claim whose process stopped is due now, not at its lease)
+        runs = [getattr(j.job.trigger, "run_date", None) for j in jobs]
+        later = all(r is None or r > item.when + timedelta(seconds=1) for r in runs)
+        if everything or not jobs or (later and item.when <= now):
+            schedule_close(app.job_queue, item.kind, item.row_id, item.when)
+            scheduled += 1
+    return scheduled
+
+
+async def _sweep_job(context: BotContext) -> None:
+    await sweep(context.application, everything=False)

@@ -1,5 +1,9 @@
 """Join-check deadlines: a newcomer who has not answered in time fails the check.
 
+Every process arms every pending check (a sweep every minute picks up checks started through
+another process), the failure is decided once in the database, and its action (kick/ban,
+log) is marked done; a failure whose process stopped before acting is acted on by another.
+
 The deadline is stored with the newcomer (`bot.rules.Newcomer`); the job `verify:<chat>:<user>`
 is derived from it — armed at the join and re-armed for every pending check at start-up, so a
 restart neither forgets a check nor fails it twice (the failure is claimed in the database).
@@ -8,7 +12,7 @@ restart neither forgets a check nor fails it twice (the failure is claimed in th
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from telegram import Bot
@@ -16,7 +20,15 @@ from telegram.ext import Application, JobQueue
 
 from bot import sanctions
 from bot.i18n import t
-from bot.rules import check_token, conclude_check, pending_check, pending_checks
+from bot.rules import (
+    Newcomer,
+    check_token,
+    conclude_check,
+    mark_acted,
+    pending_check,
+    pending_checks,
+    reclaim_failures,
+)
 from bot.services import BotContext, Services, services_of
 
 log = logging.getLogger(__name__)
@@ -67,10 +79,24 @@ async def fail_check(
     mute leaves the newcomer restricted, kick removes them (they may retry), ban bans."""
     async with services.db.begin() as session:
         row = await conclude_check(
-            session, chat_id=chat_id, user_id=user_id, token=token, state="failed", now=now
+            session,
+            chat_id=chat_id,
+            user_id=user_id,
+            token=token,
+            state="failed",
+            now=now,
+            by=services.process_id,
         )
     if row is None:
         return False
+    await act_on_failure(bot, services, row, reason_key=reason_key)
+    return True
+
+
+async def act_on_failure(bot: Bot, services: Services, row: Newcomer, *, reason_key: str) -> None:
+    """Delete the check's message, take the action fixed at the join, log it; then record
+    that it was done (a process that dies before that has it done by another)."""
+    chat_id, user_id = row.chat_id, row.user_id
     if row.message_id:
         await sanctions.delete_message(bot, chat_id, row.message_id)
     action = row.action or "mute"
@@ -93,7 +119,8 @@ async def fail_check(
         target_name=row.name,
         reason=t(lang, reason_key),
     )
-    return True
+    async with services.db.begin() as session:
+        await mark_acted(session, row, now=services.clock())
 
 
 async def check_expired(context: BotContext) -> None:
@@ -128,17 +155,51 @@ async def check_expired(context: BotContext) -> None:
     )
 
 
+SWEEP_JOB = "verify:sweep"
+SWEEP_EVERY = timedelta(seconds=60)
+
+
 async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    """Re-arm the timeout of every pending check from the database."""
+    """Re-arm the timeout of every pending check from the database, and keep doing so."""
     services = services_of(app)
     if app.job_queue is None:
         log.warning("no job queue: join-check deadlines cannot be enforced")
         return
+    armed = await sweep(app, everything=True)
+    if armed:
+        log.info("re-armed %d pending join checks", armed)
+    every = min(SWEEP_EVERY, timedelta(seconds=services.settings.sweep_seconds))
+    app.job_queue.run_repeating(_sweep_job, interval=every, first=every, name=SWEEP_JOB)
+
+
+async def sweep(app: Application[Any, Any, Any, Any, Any, Any], *, everything: bool) -> int:
+    """Act on failures whose deciding process stopped before acting (bot.rules
+    reclaim_failures), then arm a timeout for every pending check without one here — also
+    checks started through another process (which may have stopped since); the failure
+    itself is claimed in the database, so several processes firing for one check fail it
+    once."""
+    services = services_of(app)
+    assert app.job_queue is not None
+    async with services.db.begin() as session:
+        orphans = await reclaim_failures(
+            session,
+            me=services.process_id,
+            now=services.clock(),
+            lease=timedelta(seconds=services.settings.claim_lease_seconds),
+        )
+    for row in orphans:
+        log.warning(
+            "join check of %s in %s: acting for a stopped process", row.user_id, row.chat_id
+        )
+        await act_on_failure(app.bot, services, row, reason_key="rules.check_timed_out")
     async with services.db() as session:
         rows = await pending_checks(session)
     now = services.clock()
+    armed = 0
     for row in rows:
         assert row.deadline is not None
+        if not everything and app.job_queue.get_jobs_by_name(job_name(row.chat_id, row.user_id)):
+            continue
         arm(
             app.job_queue,
             chat_id=row.chat_id,
@@ -147,5 +208,9 @@ async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
             deadline=row.deadline,
             now=now,
         )
-    if rows:
-        log.info("re-armed %d pending join checks", len(rows))
+        armed += 1
+    return armed
+
+
+async def _sweep_job(context: BotContext) -> None:
+    await sweep(context.application, everything=False)

@@ -195,6 +195,7 @@ class RecordingRequest(BaseRequest):
     # getChatMember answers per (chat, user) (default: an ordinary member)
     chat_members: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     member_count: int = 1
+    webhook_url: str = ""  # set by setWebhook, cleared by deleteWebhook
 
     def __post_init__(self) -> None:
         self.faults: list[Fault] = []
@@ -332,6 +333,21 @@ class RecordingRequest(BaseRequest):
             "chat": chat,
             "from": self.bot_user,
             **content,
+        }
+
+    def _answer_setWebhook(self, params: dict[str, Any]) -> bool:
+        self.webhook_url = str(params.get("url") or "")
+        return True
+
+    def _answer_deleteWebhook(self, params: dict[str, Any]) -> bool:
+        self.webhook_url = ""
+        return True
+
+    def _answer_getWebhookInfo(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": self.webhook_url,
+            "has_custom_certificate": False,
+            "pending_update_count": 0,
         }
 
     def _answer_sendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
