@@ -37,6 +37,7 @@ from handlers import (
     membership,
     moderation,
     rules,
+    segments,
 )
 from handlers import polls as polls_handlers
 from schedules import calendar as calendar_schedule
@@ -73,6 +74,7 @@ FEATURES: list[ModuleType] = [
     guards,  # word filters and flood control on every group message
     lottery,  # /lottery /draw /reroll /cancel /lotteries /entrants, Join button, 口令
     kpi,  # /stats /kpi /settarget /targets /digest
+    segments,  # /segment /heatmap: member segments and the activity heat map
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.

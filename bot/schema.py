@@ -10,13 +10,15 @@ from sqlmodel import SQLModel
 import bot.calendar  # noqa: F401  (calendar_post, calendar_delivery, calendar_approval, …)
 import bot.checkins  # noqa: F401  (checkin, checkin_day, checkin_config)
 import bot.digest  # noqa: F401  (kpi_target, digest_schedule, digest_run)
+import bot.heatmap  # noqa: F401  (chat_hour is in bot.models; the weekly report's heat map)
 import bot.lottery  # noqa: F401  (lottery, lottery_entry)
 import bot.lottery_calendar  # noqa: F401  (the calendar's lottery posts: registers the kind)
-import bot.models  # noqa: F401  (chat, member, daily_activity, chat_admin, user_profile, …)
+import bot.models  # noqa: F401  (chat, member, daily_activity, chat_hour, chat_admin, …)
 import bot.moderation  # noqa: F401  (moderation_settings, warning, word_filter, mod_log, …)
 import bot.points  # noqa: F401  (points_ledger, points_balance)
 import bot.polls  # noqa: F401  (poll, poll_option, poll_vote, survey, poll_settings)
 import bot.polls_calendar  # noqa: F401  (the calendar's poll posts: registers the kind)
 import bot.rules  # noqa: F401  (group_rules, welcome_settings, join_check_settings, newcomer)
+import bot.segments  # noqa: F401  (segment_settings)
 
 metadata = SQLModel.metadata
