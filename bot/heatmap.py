@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -114,6 +115,37 @@ async def heatmap(
         _, weekday, hour = local_slot(hour_start, tz)
         grid[weekday][hour] += messages
     return Heatmap(first, last, grid)
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A group's quiet (weekday, hour) cells, in its own time zone, and what they rest on."""
+
+    timezone: ZoneInfo
+    cells: frozenset[tuple[int, int]]
+    first: date
+    last: date
+    total: int
+
+    def is_quiet(self, moment: datetime) -> bool:
+        local = moment.astimezone(self.timezone)
+        return (local.weekday(), local.hour) in self.cells
+
+
+async def quiet_hours(
+    session: AsyncSession, chat_ids: Iterable[int], *, before: datetime
+) -> dict[int, QuietHours]:
+    """Quiet hours of each known group over the 4 weeks before the local day of `before`."""
+    result = {}
+    rows = await session.execute(
+        select(Chat.id, Chat.timezone).where(Chat.id.in_(sorted(set(chat_ids))))
+    )
+    for chat_id, zone in rows.all():
+        tz = ZoneInfo(zone)
+        first, last = default_window(before.astimezone(tz).date())
+        found = await heatmap(session, chat_id, tz, first, last)
+        result[chat_id] = QuietHours(tz, frozenset(found.quiet_cells()), first, last, found.total)
+    return result
 
 
 # --- the picture --------------------------------------------------------------------------

@@ -163,3 +163,62 @@ async def test_supergroup_migration_adds_up_the_hours(tg):
     async with tg.db() as session:
         rows = (await session.execute(select(ChatHour.chat_id, ChatHour.messages))).all()
     assert rows == [(new_id, 3)]
+
+
+async def test_calendar_preview_flags_posts_in_the_quietest_hours(tg, database_url, tmp_path):
+    """The group (Asia/Shanghai) wrote once an hour 08:00-21:59 local on each of the 28 days
+    before 2026-11-30, so its quiet hours are 22:00-07:59 every day (0 of 4 weeks' messages
+    against 4 in the busy ones). The calendar file is in UTC; the check uses the group's zone."""
+    from datetime import timedelta
+
+    from tests.test_cli import cli
+
+    shanghai = f.group(-1001000000099, "Shanghai")
+    await setup_group(tg, "Asia/Shanghai", shanghai)
+    async with tg.services.db.begin() as session:
+        for offset in range(1, 29):
+            local_day = date(2026, 11, 30) - timedelta(days=offset)
+            for hour in range(8, 22):
+                start = datetime(
+                    local_day.year,
+                    local_day.month,
+                    local_day.day,
+                    hour,
+                    tzinfo=ZoneInfo("Asia/Shanghai"),
+                ).astimezone(UTC)
+                session.add(ChatHour(chat_id=shanghai["id"], hour_start=start, messages=1))
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "plan.yaml").write_text(
+        "timezone: UTC\n"
+        f"targets: {{main: {shanghai['id']}, other: -1001000000100}}\n"
+        "posts:\n"
+        "  - {id: day, to: main, at: 2026-11-30 02:00, text: ten in Shanghai}\n"
+        "  - {id: late, to: main, at: 2026-11-30 13:30, text: half past nine}\n"
+        "  - {id: edge, to: main, at: 2026-11-30 14:00, text: ten at night}\n"
+        "  - {id: night, to: main, at: 2026-11-30 16:00, text: midnight}\n"
+        "  - {id: elsewhere, to: other, at: 2026-11-30 16:00, text: no data there}\n",
+        encoding="utf-8",
+    )
+    args = ("calendar", "preview", "--dir", str(content), "--days", "1")
+    result = cli(
+        *args, "--from", "2026-11-30 00:00", cwd=tmp_path, env={"DATABASE_URL": database_url}
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(") ", 1)[1] for line in lines[:5]] == [
+        "day: ten in Shanghai",
+        "late: half past nine",
+        "edge: ten at night ⚠ quiet hour",
+        "elsewhere: no data there",
+        "night: midnight ⚠ quiet hour",
+    ]
+    assert lines[5] == (
+        "quiet hours of other (-1001000000100): not enough messages recorded in the last 4"
+        " weeks to tell"
+    )
+    assert lines[6].startswith("⚠ 2 send(s) in their group's quietest hours")
+    assert lines[7] == "5 send(s) in the 1 day(s) from 2026-11-30 00:00 UTC"
+    # Without a database (none at the default path here) nothing is flagged or added.
+    bare = cli(*args, "--from", "2026-11-30 00:00", cwd=tmp_path)
+    assert bare.returncode == 0 and "⚠" not in bare.stdout and len(bare.stdout.splitlines()) == 6
