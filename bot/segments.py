@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -37,6 +37,7 @@ from bot.digest import DigestContext, register_section
 from bot.i18n import t
 from bot.kpi import ACTIVE, DA, MEMBER
 from bot.models import chat_fk, utc_column
+from bot.timeparse import local_to_utc
 
 SEGMENTS = ("new", "core", "casual", "at_risk", "dormant")
 
@@ -253,6 +254,8 @@ async def segment_members(
     """Everyone in the group on each reference day, placed in a segment (one roster read)."""
     limits = limits or await thresholds(session, chat_id)
     wanted = sorted(set(refs))
+    if not wanted:
+        return {}
     rows = (
         await session.execute(
             select(
@@ -265,7 +268,14 @@ async def segment_members(
                 MEMBER.left_at,
                 MEMBER.active_day,
                 MEMBER.active_mask,
-            ).where(MEMBER.chat_id == chat_id)
+            ).where(
+                MEMBER.chat_id == chat_id,
+                # members now, and those who left after the earliest day asked about
+                or_(
+                    MEMBER.status == "member",
+                    MEMBER.left_at >= local_to_utc(wanted[0], time(0), tz),
+                ),
+            )
         )
     ).all()
     result = {ref: Segmentation(ref, limits) for ref in wanted}

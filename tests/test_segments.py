@@ -12,12 +12,14 @@ Today T = Wednesday 2026-11-25 (chat time zone UTC). The history, as days before
     R2  "<b>Rita</b>" writes T-43                   → at_risk    (43 days ago: still in the 30)
     D1  writes T-44                                 → dormant    (44 days ago)
     L1  writes T and leaves T                       → not a member any more
+    G1  writes T-10, T-9, T-8, leaves T-3           → not a member any more
 
 As of W = T-7 (the week-on-week comparison), members are those seen/joined by W and not gone:
     N2 (joined W)           → new
     C2 (wrote W)            → casual (1 day of 7)
     K1 (T-13 = W-6)         → casual
     R1 (T-14 = W-7)         → casual
+    G1 (wrote W-3..W-1, left after W) → casual
     R2 (T-43 = W-36)        → at_risk
     D1 (T-44 = W-37)        → at_risk
     (N1, N3, C1, L1 first appear after W)
@@ -47,6 +49,7 @@ K1 = f.user(221, "Kai")
 R1, R2 = f.user(231, "Rob"), f.user(232, "<b>Rita</b>")
 D1 = f.user(241, "Dee")
 L1 = f.user(251, "Lou")
+G1 = f.user(261, "Gil")
 
 JOINS = [(6, N1), (7, N2), (3, N3)]
 WRITES = [
@@ -69,9 +72,12 @@ WRITES = [
     (43, R2),
     (44, D1),
     (0, L1),
+    (10, G1),
+    (9, G1),
+    (8, G1),
 ]
 TODAY = {"new": 2, "core": 1, "casual": 2, "at_risk": 2, "dormant": 2}
-WEEK_AGO = {"new": 1, "core": 0, "casual": 3, "at_risk": 2, "dormant": 0}
+WEEK_AGO = {"new": 1, "core": 0, "casual": 4, "at_risk": 2, "dormant": 0}
 
 
 def at(days_before: int, hour: int = 12) -> datetime:
@@ -85,9 +91,10 @@ async def feed_history(tg) -> None:
     events = [(at(d, 9), f.new_members(GROUP, [u], date=at(d, 9))) for d, u in JOINS]
     events += [(at(d, 12), f.message(GROUP, u, "hi", date=at(d, 12))) for d, u in WRITES]
     events.append((at(0, 18), f.left_member(GROUP, L1, date=at(0, 18))))
+    events.append((at(3, 18), f.left_member(GROUP, G1, date=at(3, 18))))
     for _, update in sorted(events, key=lambda e: e[0]):
         await tg.feed(update)
-    await tg.flush()
+        await tg.flush()  # as the running bot does within a second
     tg.clock.set(at(0, 20))
     tg.api.clear()
 
@@ -213,8 +220,8 @@ async def test_segment_overview_and_list(tg):
     (text,) = tg.api.sent_texts(CHAT_ID)
     assert "Member segments of Seg &lt;b&gt;Group&lt;/b&gt;</b> on 2026-11-25" in text
     assert "New: <b>2</b> (▲1)" in text and "Core: <b>1</b> (▲1)" in text
-    # Ada's /segment is a message today: she is casual too (3, as a week ago).
-    assert "Casual: <b>3</b> (±0)" in text and "At risk: <b>2</b> (±0)" in text
+    # Ada's /segment is a message today: she is casual too (3, against 4 a week ago).
+    assert "Casual: <b>3</b> (▼1)" in text and "At risk: <b>2</b> (±0)" in text
     assert "Dormant: <b>2</b> (▲2)" in text
     assert "Dormant: silent for 44+ days, or never active" in text
     tg.api.clear()
@@ -297,7 +304,7 @@ async def test_digest_shows_counts_and_their_week_on_week_change(tg):
             today=T,
         )
     assert (
-        "👥 <b>Segments</b> (change in 7 days): New 2 (▲1) · Core 1 (▲1) · Casual 2 (▼1)"
+        "👥 <b>Segments</b> (change in 7 days): New 2 (▲1) · Core 1 (▲1) · Casual 2 (▼2)"
         " · At risk 2 (±0) · Dormant 2 (▲2)"
     ) in composed.text
     assert composed.photos == []  # the heat map is for weekly reports
