@@ -122,6 +122,8 @@ class ActivityRecorder:
         self._roster: dict[tuple[int, int], _RosterDelta] = {}
         # (chat, unix hour = unix time // 3600) -> messages, for the heat map
         self._hours: dict[tuple[int, int], int] = {}
+        self._hour_tz: Any = None  # the time zone of the datetimes cached in _hour_of
+        self._hour_of: dict[int, int] = {}  # local (day, hour, fold) key -> unix hour
         self._pending = 0
         self._lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
@@ -168,11 +170,28 @@ class ActivityRecorder:
             if not edited:
                 delta.messages += 1
         if not edited:
-            hour = (chat_id, int(when.timestamp()) // 3600)
-            self._hours[hour] = self._hours.get(hour, 0) + 1
+            # The UTC hour, from a per-local-hour cache: `timestamp()` of a zone-aware
+            # datetime costs ~1 µs, the cache lookup a fifth of that.
+            local = when.toordinal() * 48 + when.hour * 2 + when.fold
+            hour = self._hour_of.get(local) if when.tzinfo is self._hour_tz else None
+            if hour is None:
+                hour = self._utc_hour(when, local)
+            key = (chat_id, hour)
+            self._hours[key] = self._hours.get(key, 0) + 1
         self._pending += 1
         if self._pending >= self.max_pending and self._size_flush is None:
             self._size_flush = asyncio.get_running_loop().create_task(self._flush_for_size())
+
+    def _utc_hour(self, when: datetime, local: int) -> int:
+        """The unix hour (unix time // 3600) of `when`, remembered for its local hour when the
+        zone's offset is whole hours then (so every moment of that local hour has the same
+        UTC hour; half-hour zones are computed every time)."""
+        seconds = int(when.timestamp())
+        if when.tzinfo is not self._hour_tz or len(self._hour_of) > 10_000:
+            self._hour_tz, self._hour_of = when.tzinfo, {}
+        if (seconds - when.minute * 60 - when.second) % 3600 == 0:
+            self._hour_of[local] = seconds // 3600
+        return seconds // 3600
 
     @property
     def pending(self) -> int:

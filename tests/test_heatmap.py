@@ -222,3 +222,29 @@ async def test_calendar_preview_flags_posts_in_the_quietest_hours(tg, database_u
     # Without a database (none at the default path here) nothing is flagged or added.
     bare = cli(*args, "--from", "2026-11-30 00:00", cwd=tmp_path)
     assert bare.returncode == 0 and "⚠" not in bare.stdout and len(bare.stdout.splitlines()) == 6
+
+
+async def test_utc_hours_whatever_zone_the_timestamps_carry(tg):
+    """PTB gives message dates in BOT_TIMEZONE; the hour key must be the UTC hour anyway —
+    in a half-hour zone, and in Berlin's repeated hour (fold) — also when cached."""
+    await setup_group(tg, "UTC")
+    kolkata = ZoneInfo("Asia/Kolkata")  # UTC+05:30
+    moments = [
+        utc(2026, 10, 1, 4, 40).astimezone(kolkata),  # 10:10 local
+        utc(2026, 10, 1, 5, 10).astimezone(kolkata),  # 10:40 local, the next UTC hour
+        utc(2026, 10, 1, 5, 20).astimezone(kolkata),
+        utc(2026, 10, 25, 0, 30).astimezone(BERLIN),  # 02:30 CEST (fold 0)
+        utc(2026, 10, 25, 1, 30).astimezone(BERLIN),  # 02:30 CET (fold 1)
+        utc(2026, 10, 25, 1, 45).astimezone(BERLIN),
+        utc(2026, 10, 25, 0, 50).astimezone(BERLIN),
+        utc(2026, 10, 25, 0, 55),  # datetime.UTC, same hour as the one before
+    ]
+    for moment in moments:
+        tg.services.activity.record_message(CHAT_ID, AMY["id"], "Amy", None, moment, moment.date())
+    await tg.flush()
+    assert await hours(tg) == {
+        utc(2026, 10, 1, 4): 1,
+        utc(2026, 10, 1, 5): 2,
+        utc(2026, 10, 25, 0): 3,
+        utc(2026, 10, 25, 1): 2,
+    }
