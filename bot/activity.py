@@ -124,6 +124,7 @@ class ActivityRecorder:
         self._hours: dict[tuple[int, int], int] = {}
         self._hour_tz: Any = None  # the time zone of the datetimes cached in _hour_of
         self._hour_of: dict[int, int] = {}  # local (day, hour, fold) key -> unix hour
+        self._hour_starts: dict[int, Any] = {}  # unix hour -> hour_start as the driver takes it
         self._pending = 0
         self._lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
@@ -364,10 +365,15 @@ class ActivityRecorder:
                     ),
                 },
             )
-            hour_rows = [
-                (chat_id, at(datetime.fromtimestamp(hour * 3600, UTC)), count)
-                for (chat_id, hour), count in _in_order(hours.items(), self._ordered)
-            ]
+            starts = self._hour_starts
+            if len(starts) > 1000:
+                starts.clear()
+            hour_rows = []
+            for (chat_id, hour), count in _in_order(hours.items(), self._ordered):
+                start = starts.get(hour)
+                if start is None:
+                    start = starts[hour] = at(datetime.fromtimestamp(hour * 3600, UTC))
+                hour_rows.append((chat_id, start, count))
             await upsert_tuples(
                 session,
                 CHAT_HOUR_TABLE,

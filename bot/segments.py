@@ -52,7 +52,6 @@ ALIASES = {
     "核心": "core",
     "casual": "casual",
     "普通": "casual",
-    "活跃": "casual",
     "at_risk": "at_risk",
     "at-risk": "at_risk",
     "atrisk": "at_risk",
