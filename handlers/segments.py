@@ -32,19 +32,20 @@ SETTING_EXAMPLES = {"new_days": 7, "core_days": 4, "core_window": 7, "casual_day
 async def segment(update: Update, context: BotContext, target: Target) -> None:
     """/segment [NAME | set KEY N | reset]: counts, one segment's members, or thresholds."""
     args = [a.lower() for a in context.args or ()]
+    named = seg.parse_segment(args[0]) if len(args) == 1 else None
     if not args:
         await _overview(update, context, target)
     elif args[0] in ("set", "设置") and len(args) == 3:
         await _set(update, context, target, args[1], args[2])
-    elif args == ["reset"] or args == ["重置"]:
+    elif args in (["reset"], ["重置"]):
         async with context.services.db.begin() as session:
             await seg.save_thresholds(
                 session, target.chat_id, seg.DEFAULTS, now=context.services.clock()
             )
         await reply(update, t(target.lang, "segments.reset"))
-    elif len(args) == 1 and seg.parse_segment(args[0]):
-        await _list(update, context, target, seg.parse_segment(args[0]) or "")
-    elif len(args) == 1 and args[0] not in ("set", "设置", "reset", "重置"):
+    elif named is not None:
+        await _list(update, context, target, named)
+    elif len(args) == 1 and args[0] not in ("set", "设置"):
         await reply(
             update,
             t(target.lang, "segments.bad_name", value=escape(args[0]))
