@@ -25,9 +25,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, case, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -165,8 +166,48 @@ def window_bits(active_day: int | None, mask: int, ref: int) -> int:
 
 
 def covered(active_day: int | None, ref: int, lookback: int) -> bool:
-    """Whether the mask (MASK_DAYS ending active_day) covers ref-lookback+1..ref."""
+    """Whether the mask (MASK_DAYS ending active_day) covers ref-lookback+1..ref; given the
+    chat's latest active_day, whether every member's does."""
     return active_day is None or active_day - (ref - lookback + 1) < MASK_DAYS
+
+
+@dataclass(frozen=True, slots=True)
+class _Masks:
+    """The thresholds as bit masks over the days before R (bit j = R - j), made once."""
+
+    lookback: int
+    core: int
+    core_days: int
+    casual: int
+    risk: int
+
+    @classmethod
+    def of(cls, limits: Thresholds) -> _Masks:
+        return cls(
+            lookback=(1 << limits.lookback) - 1,
+            core=(1 << limits.core_window) - 1,
+            core_days=limits.core_days,
+            casual=(1 << limits.casual_days) - 1,
+            risk=((1 << limits.risk_days) - 1) << limits.casual_days,
+        )
+
+
+def _segment(bits: int, new: bool, masks: _Masks) -> str:
+    if new:
+        return "new"
+    if (bits & masks.core).bit_count() >= masks.core_days:
+        return "core"
+    if bits & masks.casual:
+        return "casual"
+    if bits & masks.risk:
+        return "at_risk"
+    return "dormant"
+
+
+def _silence(bits: int, masks: _Masks) -> int | None:
+    """Days since the last active day within the look-back (0 = active on R), or None."""
+    recent = bits & masks.lookback
+    return (recent & -recent).bit_length() - 1 if recent else None
 
 
 def classify(
@@ -174,17 +215,9 @@ def classify(
 ) -> tuple[str, int | None]:
     """(segment, days since last active — None if not active in the look-back) of one member
     from its activity bits relative to `ref` and its join day."""
-    recent = bits & ((1 << limits.lookback) - 1)
-    silence = (recent & -recent).bit_length() - 1 if recent else None
-    if joined is not None and 0 <= (ref - joined).days < limits.new_days:
-        return "new", silence
-    if (bits & ((1 << limits.core_window) - 1)).bit_count() >= limits.core_days:
-        return "core", silence
-    if bits & ((1 << limits.casual_days) - 1):
-        return "casual", silence
-    if (bits >> limits.casual_days) & ((1 << limits.risk_days) - 1):
-        return "at_risk", silence
-    return "dormant", silence
+    masks = _Masks.of(limits)
+    new = joined is not None and 0 <= (ref - joined).days < limits.new_days
+    return _segment(bits, new, masks), _silence(bits, masks)
 
 
 @dataclass(slots=True)
@@ -223,22 +256,34 @@ class Segmentation:
         )
 
 
-def _in_group_on(
-    status: str,
-    first_seen: date,
-    joined: date | None,
-    left: date | None,
-    ref: date,
-    current: bool,
-) -> bool:
-    """Was the roster row a member at the end of day `ref`? For today: its status. For an
-    earlier day, from its latest join/leave (someone who left and came back within the
-    span counts from the later join: the roster keeps one join and one leave)."""
-    if current:
-        return status == "member"
-    if first_seen > ref or (joined is not None and joined > ref):
-        return False
-    return status == "member" or (left is not None and left > ref)
+@dataclass(frozen=True, slots=True)
+class _Day:
+    """One reference day R: its day number and, if the masks fall short, rollup bits."""
+
+    ref: date
+    ordinal: int
+    fallback: dict[int, int] | None
+
+
+def _membership(ref: date, *, today: date, tz: ZoneInfo, new_days: int) -> tuple[Any, Any]:
+    """SQL flags (in the group at the end of R, joined within the new window) of a roster row.
+
+    For today, membership is the roster's status. For an earlier day, it comes from the first
+    sighting and the latest join/leave (someone who left and came back within the span counts
+    from the later join: the roster keeps one join and one leave). Worked out in the query, so
+    no timestamp is read back per member.
+    """
+    end = local_to_utc(ref + timedelta(days=1), time(0), tz)
+    new_from = local_to_utc(ref - timedelta(days=new_days - 1), time(0), tz)
+    member = MEMBER.status == "member"
+    if ref < today:
+        member = and_(
+            MEMBER.first_seen < end,
+            or_(MEMBER.joined_at.is_(None), MEMBER.joined_at < end),
+            or_(member, MEMBER.left_at >= end),
+        )
+    new = and_(MEMBER.joined_at >= new_from, MEMBER.joined_at < end)
+    return case((member, 1), else_=0), case((new, 1), else_=0)
 
 
 async def segment_members(
@@ -249,25 +294,22 @@ async def segment_members(
     tz: ZoneInfo,
     today: date,
     limits: Thresholds | None = None,
+    counts_only: bool = False,
 ) -> dict[date, Segmentation]:
-    """Everyone in the group on each reference day, placed in a segment (one roster read)."""
+    """Everyone in the group on each reference day, placed in a segment (one roster read).
+
+    With `counts_only`, the Segmentation's members carry no names (cheaper for digests)."""
     limits = limits or await thresholds(session, chat_id)
     wanted = sorted(set(refs))
     if not wanted:
         return {}
+    flags = []
+    for ref in wanted:
+        flags.extend(_membership(ref, today=today, tz=tz, new_days=limits.new_days))
+    details = () if counts_only else (MEMBER.display_name, MEMBER.username, MEMBER.joined_at)
     rows = (
         await session.execute(
-            select(
-                MEMBER.user_id,
-                MEMBER.display_name,
-                MEMBER.username,
-                MEMBER.status,
-                MEMBER.first_seen,
-                MEMBER.joined_at,
-                MEMBER.left_at,
-                MEMBER.active_day,
-                MEMBER.active_mask,
-            ).where(
+            select(MEMBER.user_id, MEMBER.active_day, MEMBER.active_mask, *flags, *details).where(
                 MEMBER.chat_id == chat_id,
                 # members now, and those who left after the earliest day asked about
                 or_(
@@ -278,35 +320,38 @@ async def segment_members(
         )
     ).all()
     result = {ref: Segmentation(ref, limits) for ref in wanted}
-    if not rows:
-        return result
-    fallback: dict[date, dict[int, int]] = {}
+    masks = _Masks.of(limits)
+    days = []
+    latest = max((row[1] for row in rows if row[1] is not None), default=None)
     for ref in wanted:
         ordinal = ref.toordinal()
-        if not all(covered(row.active_day, ordinal, limits.lookback) for row in rows):
-            fallback[ref] = await _bits_from_rollups(session, chat_id, ref, limits.lookback)
+        fallback = None
+        if not covered(latest, ordinal, limits.lookback):
+            fallback = await _bits_from_rollups(session, chat_id, ref, limits.lookback)
+        days.append(_Day(ref, ordinal, fallback))
     for row in rows:
-        joined = local_day(row.joined_at, tz) if row.joined_at else None
-        left = local_day(row.left_at, tz) if row.left_at else None
-        seen = local_day(row.first_seen, tz)
-        for ref in wanted:
-            if not _in_group_on(row.status, seen, joined, left, ref, ref >= today):
+        user_id, active, mask = row[0], row[1], row[2] or 0
+        for index, day in enumerate(days):
+            if not row[3 + 2 * index]:
                 continue
-            ordinal = ref.toordinal()
-            if ref in fallback:
-                bits = fallback[ref].get(row.user_id, 0)
+            if day.fallback is not None:
+                bits = day.fallback.get(user_id, 0)
             else:
-                bits = window_bits(row.active_day, int(row.active_mask or 0), ordinal)
-            segment, silence = classify(bits, joined, ref, limits)
+                bits = window_bits(active, mask, day.ordinal)
+            segment = _segment(bits, bool(row[4 + 2 * index]), masks)
+            if counts_only:
+                result[day.ref].members.append(Placed(user_id, "", None, segment, None, None))
+                continue
+            silence = _silence(bits, masks)
             if silence is not None:
-                last = ref - timedelta(days=silence)
-            elif row.active_day is not None and row.active_day <= ordinal:
-                last = date.fromordinal(row.active_day)
+                last = day.ref - timedelta(days=silence)
+            elif active is not None and active <= day.ordinal:
+                last = date.fromordinal(active)
             else:
                 last = None
-            result[ref].members.append(
-                Placed(row.user_id, row.display_name, row.username, segment, last, joined)
-            )
+            name, username, joined_at = row[-3:]
+            joined = local_day(joined_at, tz) if joined_at else None
+            result[day.ref].members.append(Placed(user_id, name, username, segment, last, joined))
     return result
 
 
@@ -333,7 +378,9 @@ async def segment_counts(
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Segment counts as of `ref` and as of 7 days before (week-on-week movement)."""
     week_ago = ref - timedelta(days=7)
-    placed = await segment_members(session, chat_id, (ref, week_ago), tz=tz, today=today)
+    placed = await segment_members(
+        session, chat_id, (ref, week_ago), tz=tz, today=today, counts_only=True
+    )
     return placed[ref].counts(), placed[week_ago].counts()
 
 
