@@ -178,7 +178,7 @@ def render_heatmap(spec: HeatmapSpec) -> bytes:
     axes.set_yticks(range(7))
     axes.set_yticklabels(spec.weekdays, **text_kwargs)
     axes.set_xlabel(spec.hour_label, **text_kwargs)
-    axes.set_title(spec.title, **text_kwargs)
+    axes.set_title(spec.title.replace("$", r"\$"), **text_kwargs)  # a title is not mathtext
     for day in range(7):
         for hour in range(24):
             value = grid[day][hour]
