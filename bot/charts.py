@@ -120,7 +120,7 @@ def render_chart(spec: ChartSpec) -> bytes:
     handles = top.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
     top.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left", prop=_prop(font))
-    top.set_title(spec.title, **text_kwargs)
+    top.set_title(spec.title.replace("$", r"\$"), **text_kwargs)  # a title is not mathtext
     top.grid(axis="y", alpha=0.3)
     top.tick_params(labelbottom=False)
 

@@ -248,3 +248,11 @@ async def test_utc_hours_whatever_zone_the_timestamps_carry(tg):
         utc(2026, 10, 25, 0): 3,
         utc(2026, 10, 25, 1): 2,
     }
+
+
+def test_digest_chart_with_dollars_in_the_group_title():
+    from bot.charts import ChartPoint, ChartSpec, render_chart
+
+    points = [ChartPoint(date(2026, 10, d), 2.0, 5, 1, 0) for d in range(1, 8)]
+    data = render_chart(ChartSpec(title="Deals $_$ here · daily", points=points))
+    assert png_size(data) == (1200, 600)
