@@ -308,3 +308,15 @@ async def test_digest_shows_counts_and_their_week_on_week_change(tg):
         " · At risk 2 (±0) · Dormant 2 (▲2)"
     ) in composed.text
     assert composed.photos == []  # the heat map is for weekly reports
+
+
+async def test_in_chinese(tg):
+    await feed_history(tg)
+    await tg.services.chats.update_settings(CHAT_ID, language="zh")
+    await tg.feed(f.message(GROUP, ADMIN, "/segment 流失预警", date=tg.now()))
+    assert tg.api.sent_texts(CHAT_ID)[-1].splitlines()[:2] == [
+        "<b>流失预警</b>（Seg &lt;b&gt;Group&lt;/b&gt;，2026-11-25）：2 人",
+        "• Rob（id 231）— 最后活跃 2026-11-11",
+    ]
+    await tg.feed(f.message(GROUP, ADMIN, "/segment", date=tg.now()))
+    assert "沉睡成员：<b>2</b> (▲2)" in tg.api.sent_texts(CHAT_ID)[-1]
