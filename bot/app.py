@@ -44,6 +44,7 @@ from handlers import (
     moderation,
     privacy,
     rules,
+    segments,
 )
 from handlers import polls as polls_handlers
 from schedules import calendar as calendar_schedule
@@ -87,6 +88,7 @@ FEATURES: list[ModuleType] = [
     dashboard,  # /dashboard, and the dashboard's web server (DASHBOARD_PORT)
     privacy,  # /forgetme /forget /rememberme: erasure and the hashed opt-out
     campaigns,  # /campaign /campaigns: campaign periods, goals and reviews (活动复盘)
+    segments,  # /segment /heatmap: member segments and the activity heat map
 ]
 
 # Time-facing modules (schedules/); each has on_startup(app) deriving its jobs from the database.

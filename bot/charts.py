@@ -12,13 +12,15 @@ import asyncio
 import io
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
+from typing import TypeVar
 
 WIDTH, HEIGHT, DPI = 1200, 600, 100
 MAX_PARALLEL = 2
+T = TypeVar("T")
 _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
@@ -127,7 +129,7 @@ def render_chart(spec: ChartSpec) -> bytes:
     handles = top.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
     top.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left", prop=_prop(font))
-    top.set_title(spec.title, **text_kwargs)
+    top.set_title(spec.title.replace("$", r"\$"), **text_kwargs)  # a title is not mathtext
     top.grid(axis="y", alpha=0.3)
     top.tick_params(labelbottom=False)
 
@@ -157,12 +159,17 @@ def _prop(font: str | None) -> dict[str, object]:
 
 async def render_chart_async(spec: ChartSpec) -> bytes:
     """`render_chart` in a worker thread, at most MAX_PARALLEL at a time."""
+    return await render_in_thread(render_chart, spec)
+
+
+async def render_in_thread(render: Callable[[T], bytes], spec: T) -> bytes:
+    """Any renderer (digest chart, heat map) in a worker thread, MAX_PARALLEL at a time."""
     loop = asyncio.get_running_loop()
     slots = _slots.get(loop)
     if slots is None:
         slots = _slots[loop] = asyncio.Semaphore(MAX_PARALLEL)
     async with slots:
-        return await asyncio.to_thread(render_chart, spec)
+        return await asyncio.to_thread(render, spec)
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import SQLModel
 
-from bot.models import Chat, ChatAdmin, ChatMigration, DailyActivity, Member
+from bot.models import Chat, ChatAdmin, ChatHour, ChatMigration, DailyActivity, Member
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,9 @@ register_migration_merge(DailyActivity.__tablename__, _merge_daily_activity)
 register_migration_hook(_rebuild_day_totals, after=True)
 register_migration_merge(Member.__tablename__, _merge_member)
 register_migration_merge(ChatAdmin.__tablename__, lambda old, new: new)
+register_migration_merge(
+    ChatHour.__tablename__, lambda old, new: {**new, "messages": old["messages"] + new["messages"]}
+)
 
 
 def _chat_references() -> list[tuple[Table, str]]:

@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -131,8 +133,9 @@ def cmd_calendar_check(args: argparse.Namespace) -> int:
 
 
 def cmd_calendar_preview(args: argparse.Namespace) -> int:
-    """Print every send of the next days: local time, UTC, target and a one-line summary."""
-    from datetime import UTC, datetime, timedelta
+    """Print every send of the next days: local time, UTC, target and a one-line summary;
+    sends in their group's quietest hours (from the bot's database, if any) are marked."""
+    from datetime import timedelta
     from zoneinfo import ZoneInfo
 
     import bot.schema  # noqa: F401
@@ -164,18 +167,74 @@ def cmd_calendar_preview(args: argparse.Namespace) -> int:
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
     planned = preview(calendar, start, start + timedelta(days=args.days), chat=chat)
+    quiet = _quiet_hours({target for _, _, target in planned}, min(start, datetime.now(UTC)))
+    flagged = 0
     for moment, spec, target in planned:
         local = moment.astimezone(ZoneInfo(spec.schedule.tz))
         name = spec.names().get(target) or calendar.alias_of(target)
         flags = "".join(
             f" [{flag}]" for flag, on in (("pin", spec.pin), ("approval", spec.approval)) if on
         )
+        group = quiet.get(target) if quiet else None
+        if group is not None and group.is_quiet(moment):
+            flagged += 1
+            flags += " ⚠ quiet hour"
         print(
             f"{local:%Y-%m-%d %H:%M} {spec.schedule.tz:<16} {moment:%Y-%m-%d %H:%M}Z "
             f"{name} ({target}) {spec.key}: {spec.summary()}{flags}"
         )
+    if quiet is not None:
+        for target in sorted({target for _, _, target in planned}):
+            group = quiet.get(target)
+            if group is None or not group.cells:
+                print(
+                    f"quiet hours of {calendar.alias_of(target)} ({target}): not enough "
+                    "messages recorded in the last 4 weeks to tell"
+                )
+        if flagged:
+            print(
+                f"⚠ {flagged} send(s) in their group's quietest hours (the lowest quarter of "
+                "weekday-hours by messages over the 4 weeks before; see /heatmap)"
+            )
     print(f"{len(planned)} send(s) in the {args.days} day(s) from {start:%Y-%m-%d %H:%M} UTC")
     return 0
+
+
+def _quiet_hours(chat_ids: set[int], before: datetime) -> dict[int, Any] | None:
+    """Each target group's quiet hours from the bot's database, or None when there is no
+    database to read (the preview then works from the files alone)."""
+    import asyncio
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.db import create_engine, make_sessionmaker
+    from bot.heatmap import quiet_hours
+
+    try:
+        url = Settings().database_url
+    except ValidationError:
+        return None
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if not path or path == ":memory:" or not Path(path).exists():
+            return None  # never create an empty database just to preview
+
+    async def read() -> dict[int, Any]:
+        engine = create_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                return await quiet_hours(session, chat_ids, before=before)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(read())
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"quiet hours not checked: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return None
 
 
 def cmd_points_audit(args: argparse.Namespace) -> int:

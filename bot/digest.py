@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, UniqueConstraint, and_, func, select, update
@@ -599,6 +599,26 @@ async def checkin_leaders_section(ctx: DigestContext) -> list[str]:
     return [f"✅ <b>{t(ctx.lang, 'kpi.section.checkin_leaders')}</b>: {leaders}"]
 
 
+@dataclass(frozen=True, slots=True)
+class Photo:
+    """An extra picture of a digest (e.g. the weekly heat map): `render(spec)` → PNG, drawn in
+    a worker thread and sent after the digest's text with its caption (HTML)."""
+
+    render: Callable[[Any], bytes]
+    spec: Any
+    caption: str
+
+
+# A provider returns the picture for this digest, or None to add nothing.
+PhotoProvider = Callable[[DigestContext], Awaitable[Photo | None]]
+PHOTOS: dict[str, PhotoProvider] = {}
+
+
+def register_photo(name: str, provider: PhotoProvider) -> None:
+    """Add an extra picture to digests (the provider decides for which kinds)."""
+    PHOTOS[name] = provider
+
+
 register_section("contributors", contributors_section)
 register_section("members", members_section)
 register_section("checkins", checkin_leaders_section)
@@ -618,6 +638,7 @@ class Composed:
     text: str
     chart: ChartSpec
     reported: list[int]  # undelivered earlier digests it lists
+    photos: list[Photo] = field(default_factory=list)  # extra pictures, sent after the text
 
 
 def period_of(kind: str, period_start: date) -> tuple[date, date]:
@@ -657,6 +678,7 @@ async def compose(
         if section:
             lines.append("")
             lines.extend(section)
+    photos = [photo for provider in PHOTOS.values() if (photo := await provider(ctx))]
     problems = await undelivered(session, chat_id)
     if problems:
         lines.append("")
@@ -691,6 +713,7 @@ async def compose(
         text="\n".join(lines),
         chart=chart,
         reported=[run.id for run in problems if run.id is not None],
+        photos=photos,
     )
 
 

@@ -138,6 +138,21 @@ class ChatDay(SQLModel, table=True):
     participants: int = Field(default=0)
 
 
+class ChatHour(SQLModel, table=True):
+    """Messages per chat and UTC hour (the activity heat map, bot.heatmap).
+
+    Kept in UTC hours so a group's local weekday/hour is worked out when it is read, with the
+    time zone rules of that moment: a DST change (or a new /settimezone) never leaves a
+    wrong bucket behind. Written by the activity flush, one batched upsert per flush.
+    """
+
+    __tablename__ = "chat_hour"
+
+    chat_id: int = Field(sa_column=chat_fk(primary_key=True))
+    hour_start: datetime = Field(sa_column=Column(UTCDateTime(), primary_key=True))
+    messages: int = Field(default=0)
+
+
 def _totals_of(row: str, *, pg: bool) -> dict[str, str]:
     """What one daily_activity row (NEW or OLD) adds to its chat_day row, as SQL."""
     cast = "::int" if pg else ""

@@ -14,6 +14,7 @@ process are picked up.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, Forbidden, TelegramError
 from telegram.ext import Application, ContextTypes
 
-from bot.charts import render_chart_async
+from bot.charts import render_chart_async, render_in_thread
 from bot.chats import ChatInfo
 from bot.digest import DigestSchedule as Schedule
 from bot.digest import (
@@ -265,17 +266,20 @@ async def deliver(
             today=today,
         )
     png = await render_chart_async(composed.chart)
+    extras = [(await render_in_thread(p.render, p.spec), p.caption) for p in composed.photos]
     where = destination or (schedule.destination if schedule else "here")
     targets, note = await _destinations(bot, services, info, where, schedule)
     delivered = 0
     for target in targets:
-        if await _send_digest(bot, services, target, png, composed.caption, composed.text):
+        if await _send_digest(bot, services, target, png, composed.caption, composed.text, extras):
             delivered += 1
     if not delivered and targets != [chat_id]:
         # Nobody privately / the log channel refused: the group gets it, with a word why.
         note = "kpi.digest.fallback_log" if where == "log" else "kpi.digest.fallback_private"
         targets = [chat_id]
-        if await _send_digest(bot, services, chat_id, png, composed.caption, composed.text):
+        if await _send_digest(
+            bot, services, chat_id, png, composed.caption, composed.text, extras
+        ):
             delivered = 1
     if note and delivered:
         await send_text(bot, services, chat_id, t(info.language, note))
@@ -308,9 +312,16 @@ async def _destinations(
 
 
 async def _send_digest(
-    bot: Bot, services: Services, chat_id: int, png: bytes, caption: str, text: str
+    bot: Bot,
+    services: Services,
+    chat_id: int,
+    png: bytes,
+    caption: str,
+    text: str,
+    extras: Sequence[tuple[bytes, str]] = (),
 ) -> bool:
-    """The chart (with heading and highlights as caption), then the full text."""
+    """The chart (with heading and highlights as caption), the full text, then any extra
+    pictures (their failure does not make the digest undelivered)."""
     if utf16_len(caption) > MAX_CAPTION_UTF16:
         caption = caption.split("\n", 1)[0]
     try:
@@ -325,6 +336,13 @@ async def _send_digest(
     except TelegramError as exc:
         log.warning("digest text to %s failed: %s", chat_id, exc)
         return False
+    if sent:
+        chat_id = sent[-1].chat_id
+        for image, image_caption in extras:
+            try:
+                await _send_photo(bot, services, chat_id, image, image_caption)
+            except TelegramError as exc:
+                log.warning("digest picture to %s failed: %s", chat_id, exc)
     return bool(sent)
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from telegram import Update
 
-from bot.models import DailyActivity
+from bot.models import ChatHour, DailyActivity
 from bot.updates import ChatOrderedUpdateProcessor
 from tests import factories as f
 
@@ -41,12 +41,12 @@ async def test_failed_flush_keeps_everything_for_the_next_one(tg, monkeypatch):
     original = recorder._write
     calls = 0
 
-    async def failing(days, roster):
+    async def failing(*batch):
         nonlocal calls
         calls += 1
         if calls == 1:
             raise OSError("disk full")
-        await original(days, roster)
+        await original(*batch)
 
     monkeypatch.setattr(recorder, "_write", failing)
     with pytest.raises(OSError):
@@ -55,6 +55,8 @@ async def test_failed_flush_keeps_everything_for_the_next_one(tg, monkeypatch):
     assert recorder.pending == 8
     await recorder.flush()
     assert await total_messages(tg) == 8
+    async with tg.db() as session:  # the hourly counts of the failed batch were kept too
+        assert await session.scalar(select(func.sum(ChatHour.messages))) == 8
 
 
 async def test_stop_writes_what_is_left(tg):
@@ -94,10 +96,10 @@ async def test_cancelled_flush_still_writes_its_batch_once(tg, monkeypatch):
     original = recorder._write
     started = asyncio.Event()
 
-    async def slow(days, roster):
+    async def slow(*batch):
         started.set()
         await asyncio.sleep(0.05)
-        await original(days, roster)
+        await original(*batch)
 
     monkeypatch.setattr(recorder, "_write", slow)
     task = asyncio.create_task(recorder.flush())

@@ -269,8 +269,14 @@ async def test_weekly_report(tg):
     tg.api.clear()
     tg.clock.set(job.data.due.due_at)
     await job.run(tg.app)
-    (photo,) = photos(tg.api)
+    photo, heat = photos(tg.api)
     assert png_size(photo.files["photo"][1]) == (1200, 600)
+    # After the text, the heat map of the 4 weeks ending with the week reported (days
+    # -14..13): 16 messages, 12 of them at 12:00; Tuesday 12:00 has day 1's 3 and day 8's 1.
+    assert png_size(heat.files["photo"][1]) == (1200, 600)
+    assert "2026-10-19 – 2026-11-15 (UTC): 16 messages" in heat.params["caption"]
+    assert "Busiest: Tue 12:00–13:00 (4 messages)" in heat.params["caption"]
+    assert "Busiest hours: 12:00–13:00, 11:00–12:00, 08:00–09:00" in heat.params["caption"]
     (text,) = tg.api.sent_texts(CHAT_ID)
     # Week of day 7..13: 5 messages; the week before (days 0..6): 2+3+1+2+0+3 = 11.
     assert "Weekly report</b> · KPI &lt;i&gt;Group&lt;/i&gt; · 2026-11-09 – 2026-11-15" in text
