@@ -31,10 +31,15 @@ async def test_start_and_help_in_a_group(tg):
     await tg.feed(f.my_chat_member(GROUP, ADMIN, "left", "administrator", date=tg.now()))
     tg.api.set_admins(GROUP["id"], ADMIN)
     tg.api.clear()
-    await tg.feed(f.message(GROUP, MEMBER, "/start@community_test_bot", date=tg.now()))
-    await tg.feed(f.message(GROUP, MEMBER, "/help", date=tg.now()))
-    await tg.feed(f.message(GROUP, ADMIN, "/help", date=tg.now()))
-    start, member_help, admin_help = tg.api.sent_texts()
+
+    async def answer(who, text: str) -> str:
+        tg.api.clear()
+        await tg.feed(f.message(GROUP, who, text, date=tg.now()))
+        return "\n".join(tg.api.sent_texts())  # (an operator's /help takes two messages)
+
+    start = await answer(MEMBER, "/start@community_test_bot")
+    member_help = await answer(MEMBER, "/help")
+    admin_help = await answer(ADMIN, "/help")
     assert "/help" in start
     commands = tg.app.bot_data["commands"]
     operator_only = [c.name for c in commands if c.audience is Audience.OPERATOR]

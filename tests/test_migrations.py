@@ -29,3 +29,14 @@ async def test_migrations_reach_the_models(database_url):
         await engine.dispose()
     assert differences == []
     assert set(metadata.tables) <= tables
+
+
+def test_the_schema_has_one_head():
+    """Feature branches each add a revision; a merge revision must join them again, so that
+    `alembic upgrade head` (singular) works for operators too."""
+    from alembic.script import ScriptDirectory
+
+    from bot.db import alembic_config
+
+    heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    assert len(heads) == 1, f"several heads, add a merge revision: {sorted(heads)}"
