@@ -37,21 +37,8 @@ from bot.post_kinds import post_kind
 
 # --- overview -------------------------------------------------------------------------------
 
-CARD_METRICS = (
-    "messages",
-    "dau",
-    "wau",
-    "mau",
-    "stickiness",
-    "joins",
-    "leaves",
-    "net",
-    "checkins",
-    "checkin_rate",
-    "participation",
-    "retention_d1",
-    "retention_d7",
-)
+# Every §4 day metric but D30 retention (a month-old cohort says little about today).
+CARD_METRICS = tuple(metric for metric in kpi.DAY_METRICS if metric != "retention_d30")
 TREND_DAYS = (30, 90)
 COHORT_WEEKS = 12
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update, User
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
@@ -62,17 +62,26 @@ def _buttons(lang: str, request: privacy.ErasureRequest) -> InlineKeyboardMarkup
 # --- the member's own --------------------------------------------------------------------------
 
 
-async def forgetme(update: Update, context: BotContext) -> None:
-    """/forgetme: explain what will be erased, with a confirmation button (private chat only)."""
+async def _private_asker(update: Update, context: BotContext) -> tuple[User, str] | None:
+    """The member asking and their language; None (after saying so) outside a private chat:
+    what concerns one person is not discussed in a group."""
     user = update.effective_user
     chat = update.effective_chat
     if user is None or chat is None:
-        return
+        return None
     if chat.type != ChatType.PRIVATE:
         lang = await reply_language(update, context)
         await reply(update, t(lang, "privacy.private_only", bot=context.bot.username))
+        return None
+    return user, await user_language(update, context)
+
+
+async def forgetme(update: Update, context: BotContext) -> None:
+    """/forgetme: explain what will be erased, with a confirmation button (private chat only)."""
+    asker = await _private_asker(update, context)
+    if asker is None:
         return
-    lang = await user_language(update, context)
+    user, lang = asker
     services = context.services
     async with services.db.begin() as session:
         request = await privacy.create_request(
@@ -86,15 +95,10 @@ async def forgetme(update: Update, context: BotContext) -> None:
 
 async def rememberme(update: Update, context: BotContext) -> None:
     """/rememberme: lift the opt-out, so activity is recorded again from now on."""
-    user = update.effective_user
-    chat = update.effective_chat
-    if user is None or chat is None:
+    asker = await _private_asker(update, context)
+    if asker is None:
         return
-    if chat.type != ChatType.PRIVATE:
-        lang = await reply_language(update, context)
-        await reply(update, t(lang, "privacy.private_only", bot=context.bot.username))
-        return
-    lang = await user_language(update, context)
+    user, lang = asker
     services = context.services
     async with services.db.begin() as session:
         removed = await privacy.remove_opt_outs(session, services.opt_outs.digest(user.id))
