@@ -1,8 +1,9 @@
 """Database engine, sessions, portable upserts and migrations.
 
-SQLite is the default (WAL, busy timeout, foreign keys, `BEGIN IMMEDIATE` so concurrent writers
-wait for each other instead of failing with "database is locked"); PostgreSQL via asyncpg for
-scale. Timestamps are stored in UTC and always come back timezone-aware.
+SQLite is the default (WAL, foreign keys, `BEGIN IMMEDIATE` so concurrent writers wait for each
+other instead of failing with "database is locked"; sqlite3 runs on the event loop over one
+connection per engine, see bot/sqlite_driver.py); PostgreSQL via asyncpg for scale.
+Timestamps are stored in UTC and always come back timezone-aware.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+from bot import sqlite_driver
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -51,8 +52,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """Create the async engine; SQLite gets the pragmas and locking discipline it needs."""
     if url.startswith("sqlite"):
+        in_memory = ":memory:" in url or url.endswith("://")
+        if url.startswith("sqlite+aiosqlite"):
+            # sqlite3 on the event loop, one connection per engine (see bot/sqlite_driver.py)
+            kwargs.setdefault("module", sqlite_driver.dbapi())
+            if not in_memory:
+                kwargs.setdefault("pool_size", 1)
+                kwargs.setdefault("max_overflow", 0)
         engine = create_async_engine(url, **kwargs)
-        _configure_sqlite(engine, in_memory=":memory:" in url or url.endswith("://"))
+        _configure_sqlite(engine, in_memory=in_memory)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
@@ -67,14 +75,16 @@ def _configure_sqlite(engine: AsyncEngine, *, in_memory: bool) -> None:
         if not in_memory:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # 0: the driver waits for a locked database itself, without blocking the event loop
+        cursor.execute("PRAGMA busy_timeout=0")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # IMMEDIATE takes the write lock up front, so two writers queue on busy_timeout
-        # rather than one failing when it upgrades a read lock.
+        # IMMEDIATE takes the write lock up front, so two writers (processes, engines) wait
+        # for each other (bot/sqlite_driver.py) rather than one failing when it upgrades a
+        # read lock.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
