@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Table, bindparam, event
+from sqlalchemy import DateTime, Table, alias, bindparam, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -101,6 +101,21 @@ def insert_for(dialect_name: str, table: Table) -> Insert:
     raise NotImplementedError(f"database {dialect_name!r} is not supported")
 
 
+_EXCLUDED: dict[Table, Any] = {}
+
+
+def excluded(table: Table) -> Any:
+    """`insert(table).excluded` (the proposed row in ON CONFLICT … DO UPDATE), built once.
+
+    SQLAlchemy builds it anew for every statement, a proxy per column: about half the cost
+    of an upsert on the hot path. It is the same alias on SQLite and PostgreSQL.
+    """
+    columns = _EXCLUDED.get(table)
+    if columns is None:
+        columns = _EXCLUDED[table] = alias(table, name="excluded").columns
+    return columns
+
+
 async def upsert(
     session: AsyncSession,
     table: Table,
@@ -118,7 +133,7 @@ async def upsert(
         return
     stmt = insert_for(session.get_bind().dialect.name, table)
     stmt = (
-        stmt.on_conflict_do_update(index_elements=list(key), set_=update(stmt.excluded))
+        stmt.on_conflict_do_update(index_elements=list(key), set_=update(excluded(table)))
         if update
         else stmt.on_conflict_do_nothing(index_elements=list(key))
     )
@@ -221,7 +236,7 @@ async def upsert_tuples(
             if column.name not in values and default is not None and default.is_scalar:
                 values[column.name] = _inline(default.arg)
         stmt = insert_for(dialect.name, table).values(values)
-        stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=update(stmt.excluded))
+        stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=update(excluded(table)))
         compiled = stmt.compile(dialect=dialect)
         order = [list(columns).index(param) for param in compiled.positiontup or ()]
         cached = _COMPILED[(name, dialect.name)] = (str(compiled), order)
