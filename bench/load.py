@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import pickle
@@ -378,6 +379,7 @@ async def serve(
     async with app:
         await startup(app)  # what post_init does: caches, the activity flusher, jobs
         await app.start()  # the job queue runs, as in production
+        gc.freeze()  # as `community-bot run` does after start-up (bot/cli.py)
         if ready is not None:
             await ready()
         activity = app.bot_data["services"].activity
