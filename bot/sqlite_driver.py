@@ -136,7 +136,11 @@ class InlineConnection(aiosqlite.Connection):
 
     async def _connect(self) -> InlineConnection:
         if self._connection is None:
-            self._connection = self._connector()
+            try:
+                self._connection = self._connector()
+            except BaseException:
+                self.stop()  # let the idle thread end, as aiosqlite does
+                raise
         return self
 
 

@@ -116,3 +116,19 @@ async def test_a_lock_held_too_long_still_fails(url, monkeypatch):
     async with engine.begin() as connection:  # and works once the lock is gone
         await connection.execute(text("INSERT INTO t (v) VALUES (1)"))
     await engine.dispose()
+
+
+async def test_a_failed_connect_leaves_no_thread_behind(tmp_path):
+    import threading
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
+    before = threading.active_count()
+    with pytest.raises(OperationalError, match="unable to open"):
+        async with engine.connect():
+            pass
+    for _ in range(100):  # the worker thread ends right after its stop sentinel
+        if threading.active_count() <= before:
+            break
+        await asyncio.sleep(0.01)
+    assert threading.active_count() <= before
+    await engine.dispose()
