@@ -636,9 +636,9 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
     both = make_workload(
         args.updates + args.latency_updates, args.groups, args.members, lotteries, polls, start
     )
-    if args.kinds:
-        both = both.only(set(args.kinds.split(",")))
     work, paced = both.split(args.updates)
+    if args.kinds:  # each phase keeps its own updates of those kinds
+        work, paced = (part.only(set(args.kinds.split(","))) for part in (work, paced))
     mix = Counter(work.kinds)
     print(
         f"{len(work.raw):,} updates (then {len(paced.raw):,} paced at {args.load_share:.0%} "
