@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, delete, func, insert, or_, select
+from sqlalchemy import case, delete, func, insert, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -654,11 +654,58 @@ async def mark_participation(
     day: date,
     kind: Participation,
 ) -> None:
-    """Flag a check-in, poll answer or lottery entry in the day's rollup (idempotent)."""
-    member = await _roster_row(session, chat_id, user_id, name, username, when)
-    if member.last_active is None or when > member.last_active:
-        member.last_active = when
-    await _activity_row(session, chat_id, user_id, day)
-    row = await session.get(DailyActivity, (chat_id, user_id, day), populate_existing=True)
-    assert row is not None
-    setattr(row, kind, True)
+    """Flag a check-in, poll answer or lottery entry in the day's rollup (idempotent).
+
+    Two upserts (the roster row with its last-active time, the day's row with the flag)
+    rather than reading both rows back through the ORM: this runs in every check-in, vote
+    and entry, and each statement saved is a few hundred µs of CPU under load.
+    """
+    roster = MEMBER_TABLE.c
+    await upsert(
+        session,
+        MEMBER_TABLE,
+        [
+            {
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "display_name": name,
+                "username": username,
+                "status": "member",
+                "first_seen": when,
+                "last_active": when,
+                "message_count": 0,
+            }
+        ],
+        key=("chat_id", "user_id"),
+        update=lambda new: {
+            "display_name": new.display_name,
+            "username": new.username,
+            "last_active": case(
+                (
+                    or_(roster.last_active.is_(None), new.last_active > roster.last_active),
+                    new.last_active,
+                ),
+                else_=roster.last_active,
+            ),
+        },
+    )
+    await upsert(
+        session,
+        ACTIVITY_TABLE,
+        [
+            {
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "day": day,
+                "messages": 0,
+                "edits": 0,
+                "joins": 0,
+                "leaves": 0,
+                "checked_in": kind == "checked_in",
+                "poll_answered": kind == "poll_answered",
+                "lottery_entered": kind == "lottery_entered",
+            }
+        ],
+        key=("chat_id", "user_id", "day"),
+        update=lambda new: {kind: true()},
+    )

@@ -197,16 +197,19 @@ async def targets_command(update: Update, context: BotContext, target: Target) -
     services = context.services
     today = local_today(services.clock(), info.timezone)
     yesterday = today - timedelta(days=1)
-    async with services.db() as session:
+    async with services.db() as session:  # (replies go out after it: it holds a connection)
         goals = await targets(session, info.id)
-        if not goals:
-            await reply(update, t(lang, "kpi.targets_none"))
-            return
-        snapshot = await day_snapshot(session, info.id, yesterday, today=today, tz=info.timezone)
-        if any(metric in feature_metric_names() for metric in goals):
-            snapshot.values.update(
-                await feature_metrics(session, info.id, yesterday, yesterday, info.timezone)
+        if goals:
+            snapshot = await day_snapshot(
+                session, info.id, yesterday, today=today, tz=info.timezone
             )
+            if any(metric in feature_metric_names() for metric in goals):
+                snapshot.values.update(
+                    await feature_metrics(session, info.id, yesterday, yesterday, info.timezone)
+                )
+    if not goals:
+        await reply(update, t(lang, "kpi.targets_none"))
+        return
     lines = [t(lang, "kpi.targets_title", group=escape(info.title), day=yesterday.isoformat())]
     for metric, goal in goals.items():
         actual = snapshot.get(metric)

@@ -169,3 +169,31 @@ def test_network_failure_at_start_is_logged_without_the_token(tmp_path):
     assert result.returncode == 1
     assert "the bot stopped" in output
     assert TEST_TOKEN not in output and TEST_TOKEN.split(":")[1] not in output
+
+
+def test_run_keeps_start_up_objects_out_of_the_collector(tmp_path, monkeypatch):
+    """Full collections over the start-up objects stalled the event loop (docs/load.md)."""
+    import argparse
+    import gc
+
+    from bot import app as app_module
+    from bot import cli as cli_module
+    from bot import db, logs
+
+    frozen: list[int] = []
+
+    class Started:
+        def run_polling(self, **_: object) -> None:
+            frozen.append(gc.get_freeze_count())
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BOT_TOKEN", TEST_TOKEN)
+    monkeypatch.setattr(db, "upgrade_database", lambda url: None)
+    monkeypatch.setattr(app_module, "build_app", lambda settings: Started())
+    monkeypatch.setattr(logs, "setup_logging", lambda *args: None)
+    gc.unfreeze()
+    try:
+        assert cli_module.cmd_run(argparse.Namespace(log_level="INFO")) == 0
+    finally:
+        gc.unfreeze()
+    assert frozen and frozen[0] > 0
