@@ -175,14 +175,18 @@ def test_run_keeps_start_up_objects_out_of_the_collector(tmp_path, monkeypatch):
     """Full collections over the start-up objects stalled the event loop (docs/load.md)."""
     import argparse
     import gc
+    from types import SimpleNamespace
 
     from bot import app as app_module
     from bot import cli as cli_module
     from bot import db, logs
+    from bot.services import SERVICES_KEY
 
     frozen: list[int] = []
 
     class Started:
+        bot_data = {SERVICES_KEY: SimpleNamespace(extras={})}
+
         def run_polling(self, **_: object) -> None:
             frozen.append(gc.get_freeze_count())
 
@@ -191,6 +195,7 @@ def test_run_keeps_start_up_objects_out_of_the_collector(tmp_path, monkeypatch):
     monkeypatch.setattr(db, "upgrade_database", lambda url: None)
     monkeypatch.setattr(app_module, "build_app", lambda settings: Started())
     monkeypatch.setattr(logs, "setup_logging", lambda *args: None)
+    monkeypatch.setattr(cli_module, "_webhook_in_use", lambda settings: "")  # (offline)
     gc.unfreeze()
     try:
         assert cli_module.cmd_run(argparse.Namespace(log_level="INFO")) == 0
