@@ -901,7 +901,11 @@ async def sources_panel(
             "height": 320,
             "margin": {"l": 50, "r": 20, "t": 50, "b": 80},
             "xaxis": {"type": "category"},
-            "yaxis": {"rangemode": "tozero", "title": {"text": t(lang, "invites.panel_joins")}},
+            "yaxis": {
+                "rangemode": "tozero",
+                "title": {"text": t(lang, "invites.panel_joins")},
+                **({"dtick": 1} if max(row.joins for row in rows) <= 10 else {}),
+            },
         },
     }
 

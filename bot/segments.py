@@ -460,6 +460,7 @@ async def segments_panel(
         }
 
     week_ago = today - timedelta(days=7)
+    peak = max(*now.values(), *before.values())
     return {
         "data": [
             bars(
@@ -479,7 +480,8 @@ async def segments_panel(
             "height": 320,
             "margin": {"l": 50, "r": 20, "t": 50, "b": 60},
             "legend": {"orientation": "h", "y": -0.2},
-            "yaxis": {"rangemode": "tozero"},
+            # whole members: no 0.5 ticks on a small group's axis
+            "yaxis": {"rangemode": "tozero", **({"dtick": 1} if peak <= 10 else {})},
         },
     }
 
