@@ -83,11 +83,15 @@ PanelProvider = Callable[
     [AsyncSession, int, date, ZoneInfo, str], Awaitable[dict[str, Any] | None]
 ]
 PANELS: dict[str, PanelProvider] = {}
+PANEL_ORDER: dict[str, int] = {}
 
 
-def register_panel(name: str, provider: PanelProvider) -> None:
-    """A feature adds a chart to the overview (shown after the built-in ones, in order)."""
+def register_panel(name: str, provider: PanelProvider, *, order: int = 100) -> None:
+    """A feature adds a chart to the overview, shown after the built-in ones by `order`
+    (then by registration), so the page order does not depend on which module is imported
+    first."""
     PANELS[name] = provider
+    PANEL_ORDER[name] = order
 
 
 async def overview(
@@ -121,8 +125,9 @@ async def overview(
     )
     result = Overview(today, cards, trend, await cohort_weeks(session, chat_id, today), False)
     result.partial_today = snaps[0].partial
-    for name, provider in PANELS.items():
-        figure = await provider(session, chat_id, today, tz, lang)
+    ranked = sorted(PANELS, key=lambda n: PANEL_ORDER.get(n, 100))  # stable: ties keep order
+    for name in ranked:
+        figure = await PANELS[name](session, chat_id, today, tz, lang)
         if figure is not None:
             result.panels.append((name, figure))
     return result

@@ -20,12 +20,14 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.charts import cjk_font, render_in_thread
+from bot.dashboard import register_panel
 from bot.digest import DigestContext, Photo, register_photo
 from bot.i18n import t
 from bot.models import Chat, ChatHour
@@ -278,3 +280,56 @@ async def weekly_photo(ctx: DigestContext) -> Photo | None:
 
 
 register_photo("heatmap", weekly_photo)
+
+
+# --- the dashboard panel ------------------------------------------------------------------
+
+# Light yellow (quiet) to dark red (busy), as in the picture; spelt out because plotly.js's
+# own "YlOrRd" runs the other way.
+PANEL_COLORS = [[0.0, "#ffffcc"], [0.25, "#fed976"], [0.5, "#fd8d3c"], [0.75, "#e31a1c"],
+                [1.0, "#800026"]]  # fmt: skip
+
+
+async def heatmap_panel(
+    session: AsyncSession, chat_id: int, today: date, tz: ZoneInfo, lang: str
+) -> dict[str, Any] | None:
+    """Dashboard: messages by weekday × hour over the 4 weeks before today, in the group's
+    time zone, as a Plotly heat map (hover: weekday, hour, messages); None while empty."""
+    first, last = default_window(today)
+    found = await heatmap(session, chat_id, tz, first, last)
+    if not found.total:
+        return None
+    return {
+        "data": [
+            {
+                "type": "heatmap",
+                "z": found.grid,
+                "x": [f"{h:02d}" for h in range(24)],
+                "y": [t(lang, f"kpi.weekday.{d}") for d in range(7)],
+                "zmin": 0,
+                "colorscale": PANEL_COLORS,
+                "xgap": 1,
+                "ygap": 1,
+                "hovertemplate": t(lang, "segments.panel_heatmap_hover") + "<extra></extra>",
+                "colorbar": {"title": {"text": t(lang, "segments.heatmap_messages")}},
+            }
+        ],
+        "layout": {
+            "title": {
+                "text": t(
+                    lang,
+                    "segments.panel_heatmap_title",
+                    start=first.isoformat(),
+                    end=last.isoformat(),
+                    zone=tz.key,
+                )
+            },
+            "height": 340,
+            "margin": {"l": 50, "r": 20, "t": 50, "b": 50},
+            "xaxis": {"type": "category", "title": {"text": t(lang, "segments.heatmap_hour")}},
+            "yaxis": {"type": "category", "autorange": "reversed"},
+        },
+    }
+
+
+register_panel("heatmap", heatmap_panel, order=10)

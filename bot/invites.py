@@ -39,6 +39,7 @@ from sqlmodel import Field, SQLModel
 
 from bot import points
 from bot.activity import MASK_DAYS, SAME_EVENT_WINDOW
+from bot.dashboard import register_panel
 from bot.db import UTCDateTime, insert_for
 from bot.digest import DigestContext, register_section
 from bot.i18n import t
@@ -855,3 +856,58 @@ async def sources_section(ctx: DigestContext) -> list[str]:
 
 
 register_section("sources", sources_section)
+
+
+# --- the dashboard panel ------------------------------------------------------------------------
+
+PANEL_DAYS = 30
+
+
+async def sources_panel(
+    session: AsyncSession, chat_id: int, today: date, tz: ZoneInfo, lang: str
+) -> dict[str, Any] | None:
+    """Dashboard: joins of the last 30 days (today included) per source as bars, with each
+    source's share, D7 retention and share still active on hover; None without joins.
+
+    Labels are `source_label`'s: link names (operators' text) HTML-escaped, which Plotly
+    shows literally instead of reading them as its own markup."""
+    start = today - timedelta(days=PANEL_DAYS - 1)
+    rows = await joins_by_source(session, chat_id, start, today, today=today)
+    if not rows:
+        return None
+    total = sum(row.joins for row in rows)
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "name": t(lang, "invites.panel_joins"),
+                "x": [source_label(lang, row) for row in rows],
+                "y": [row.joins for row in rows],
+                "customdata": [
+                    [
+                        percent(row.joins / total),
+                        percent(row.retention_d7),
+                        percent(row.still_active_share),
+                    ]
+                    for row in rows
+                ],
+                "hovertemplate": t(lang, "invites.panel_hover") + "<extra></extra>",
+                "texttemplate": "%{customdata[1]} · %{customdata[2]}",
+                "textposition": "auto",
+            }
+        ],
+        "layout": {
+            "title": {"text": t(lang, "invites.panel_title", days=PANEL_DAYS)},
+            "height": 320,
+            "margin": {"l": 50, "r": 20, "t": 50, "b": 80},
+            "xaxis": {"type": "category"},
+            "yaxis": {
+                "rangemode": "tozero",
+                "title": {"text": t(lang, "invites.panel_joins")},
+                **({"dtick": 1} if max(row.joins for row in rows) <= 10 else {}),
+            },
+        },
+    }
+
+
+register_panel("sources", sources_panel, order=30)

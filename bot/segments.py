@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from bot.activity import MASK_DAYS, local_day
+from bot.dashboard import register_panel
 from bot.db import upsert
 from bot.digest import DigestContext, register_section
 from bot.i18n import t
@@ -432,3 +433,57 @@ async def segments_section(ctx: DigestContext) -> list[str]:
 
 
 register_section("segments", segments_section)
+
+
+# --- the dashboard panel ------------------------------------------------------------------
+
+
+async def segments_panel(
+    session: AsyncSession, chat_id: int, today: date, tz: ZoneInfo, lang: str
+) -> dict[str, Any] | None:
+    """Dashboard: members per segment today and 7 days before (grouped bars, the counts of
+    /segment); None while the group has nobody to place."""
+    now, before = await segment_counts(session, chat_id, today, tz=tz, today=today)
+    if not any(now.values()) and not any(before.values()):
+        return None
+    names = [t(lang, f"segments.name.{name}") for name in SEGMENTS]
+    hover = t(lang, "segments.panel_hover")
+
+    def bars(label: str, counts: dict[str, int], change: list[str]) -> dict[str, Any]:
+        return {
+            "type": "bar",
+            "name": label,
+            "x": names,
+            "y": [counts[name] for name in SEGMENTS],
+            "customdata": change,
+            "hovertemplate": hover,
+        }
+
+    week_ago = today - timedelta(days=7)
+    peak = max(*now.values(), *before.values())
+    return {
+        "data": [
+            bars(
+                t(lang, "segments.panel_before", date=week_ago.isoformat()),
+                before,
+                [""] * len(SEGMENTS),
+            ),
+            bars(
+                t(lang, "segments.panel_now", date=today.isoformat()),
+                now,
+                [f"({movement(now[name], before[name])})" for name in SEGMENTS],
+            ),
+        ],
+        "layout": {
+            "title": {"text": t(lang, "segments.panel_title")},
+            "barmode": "group",
+            "height": 320,
+            "margin": {"l": 50, "r": 20, "t": 50, "b": 60},
+            "legend": {"orientation": "h", "y": -0.2},
+            # whole members: no 0.5 ticks on a small group's axis
+            "yaxis": {"rangemode": "tozero", **({"dtick": 1} if peak <= 10 else {})},
+        },
+    }
+
+
+register_panel("segments", segments_panel, order=20)

@@ -3,7 +3,8 @@
 
 Signs in through a one-time link, waits for the Plotly charts, checks the KPI cards against
 the database, approves a post on the calendar page; then opens the Mini App shell with signed
-initData in the URL fragment (as Telegram does) and follows a link inside it.
+initData in the URL fragment (as Telegram does) and follows a link inside it. A second test
+hovers the growth panels (heat map, segments, joins by source) and reads Plotly's hover text.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from tests.dashboard_support import PREFIX, calendar_rows, history, init_data
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 G = h.CHAT_ID
-CHARTS = 6  # active, messages, members, check-ins, participation, retention
+# active, messages, members, check-ins, participation, retention, then the growth panels:
+# heat map, segments, joins by source (tests/test_dashboard_panels.py)
+CHARTS = 9
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
@@ -161,3 +164,57 @@ async def test_sign_in_charts_kpis_and_approve_in_chromium(tg, tmp_path, port):
     assert seen["errors"] == []
     for name in ("overview.png", "calendar.png", "mini-app.png"):
         assert (tmp_path / name).stat().st_size > 10_000
+
+
+def hover_panels(base: str, token: str, shots: Path) -> dict:
+    """Sign in, wait for the growth panels, hover one point of each; the hover texts."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    points = {
+        "heatmap": "{xval: 20, yval: 5}",  # Saturday 20:00
+        "segments": "[{curveNumber: 1, pointNumber: 1}]",  # today, core
+        "sources": "[{curveNumber: 0, pointNumber: 1}]",  # the second link
+    }
+    driver = browser()
+    try:
+        wait = WebDriverWait(driver, 10)
+        driver.get(f"{base}/login?token={token}")
+        wait.until(ec.element_to_be_clickable((By.ID, "sign-in"))).click()
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#panel-sources[data-drawn]")))
+        seen = {}
+        for name, point in points.items():
+            seen[name] = driver.execute_script(
+                f"var el = document.getElementById('panel-{name}');"
+                f"Plotly.Fx.hover(el, {point});"
+                "return el.querySelector('.hoverlayer').textContent;"
+            )
+        panel = driver.find_element(By.ID, "panel-sources")
+        driver.execute_script("arguments[0].scrollIntoView()", panel)
+        panel.screenshot(str(shots / "sources.png"))
+    finally:
+        driver.quit()
+    return seen
+
+
+async def test_growth_panels_hover_values_in_chromium(tg, tmp_path, port):
+    """The history of tests/test_dashboard_panels.py: what Plotly shows on hover."""
+    from tests.test_dashboard_panels import CHAT_ID, feed_history
+
+    await feed_history(tg)
+    async with tg.services.db.begin() as session:
+        token = await auth.create_login(session, user_id=10, chat_id=CHAT_ID, now=tg.now())
+    await feature.on_startup(tg.app)
+    try:
+        base = f"http://127.0.0.1:{port}{PREFIX}"
+        seen = await asyncio.to_thread(hover_panels, base, token, tmp_path)
+    finally:
+        await feature.on_shutdown(tg.app)
+    assert seen["heatmap"] == "Sat 20:00 · 3 messages"
+    assert seen["segments"] == "Today (2026-11-24)Core: 1 (▲1)"  # trace name, then the bar
+    # The operator's link name is shown as typed, not read as markup.
+    assert seen["sources"] == (
+        "link <i>ads</i>&co: 1 joins (17% of all)D7 retention 100%still active 0%"
+    )
+    assert (tmp_path / "sources.png").stat().st_size > 5_000
