@@ -27,11 +27,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, delete, func, insert, or_, select, true
+from sqlalchemy import bindparam, case, delete, func, insert, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db import driver_value, upsert, upsert_tuples
+from bot.db import driver_value, excluded, insert_for, prepared, upsert, upsert_tuples
 from bot.models import Chat, ChatDay, ChatHour, ChatMigration, DailyActivity, Member
 from bot.opt_outs import OptOuts
 
@@ -643,6 +643,60 @@ async def record_leave(
     return True
 
 
+def _mark_roster(dialect: str) -> Any:
+    roster, new = MEMBER_TABLE.c, excluded(MEMBER_TABLE)
+    return (
+        insert_for(dialect, MEMBER_TABLE)
+        .values(
+            chat_id=bindparam("chat_id"),
+            user_id=bindparam("user_id"),
+            display_name=bindparam("display_name"),
+            username=bindparam("username"),
+            status="member",
+            first_seen=bindparam("when"),
+            last_active=bindparam("when"),
+            message_count=0,
+        )
+        .on_conflict_do_update(
+            index_elements=["chat_id", "user_id"],
+            set_={
+                "display_name": new.display_name,
+                "username": new.username,
+                "last_active": case(
+                    (
+                        or_(roster.last_active.is_(None), new.last_active > roster.last_active),
+                        new.last_active,
+                    ),
+                    else_=roster.last_active,
+                ),
+            },
+        )
+    )
+
+
+def _mark_day(kind: Participation) -> Any:
+    def build(dialect: str) -> Any:
+        flags = {flag: flag == kind for flag in ("checked_in", "poll_answered", "lottery_entered")}
+        return (
+            insert_for(dialect, ACTIVITY_TABLE)
+            .values(
+                chat_id=bindparam("chat_id"),
+                user_id=bindparam("user_id"),
+                day=bindparam("day"),
+                messages=0,
+                edits=0,
+                joins=0,
+                leaves=0,
+                **flags,
+            )
+            .on_conflict_do_update(
+                index_elements=["chat_id", "user_id", "day"], set_={kind: true()}
+            )
+        )
+
+    return build
+
+
 async def mark_participation(
     session: AsyncSession,
     *,
@@ -656,56 +710,17 @@ async def mark_participation(
 ) -> None:
     """Flag a check-in, poll answer or lottery entry in the day's rollup (idempotent).
 
-    Two upserts (the roster row with its last-active time, the day's row with the flag)
-    rather than reading both rows back through the ORM: this runs in every check-in, vote
-    and entry, and each statement saved is a few hundred µs of CPU under load.
+    Two upserts (the roster row with its last-active time, the day's row with the flag),
+    each prepared once (`bot.db.prepared`) rather than read back through the ORM: this runs
+    in every check-in, vote and entry, and each statement saved is a few hundred µs of CPU.
     """
-    roster = MEMBER_TABLE.c
-    await upsert(
-        session,
-        MEMBER_TABLE,
-        [
-            {
-                "chat_id": chat_id,
-                "user_id": user_id,
-                "display_name": name,
-                "username": username,
-                "status": "member",
-                "first_seen": when,
-                "last_active": when,
-                "message_count": 0,
-            }
-        ],
-        key=("chat_id", "user_id"),
-        update=lambda new: {
-            "display_name": new.display_name,
-            "username": new.username,
-            "last_active": case(
-                (
-                    or_(roster.last_active.is_(None), new.last_active > roster.last_active),
-                    new.last_active,
-                ),
-                else_=roster.last_active,
-            ),
-        },
-    )
-    await upsert(
-        session,
-        ACTIVITY_TABLE,
-        [
-            {
-                "chat_id": chat_id,
-                "user_id": user_id,
-                "day": day,
-                "messages": 0,
-                "edits": 0,
-                "joins": 0,
-                "leaves": 0,
-                "checked_in": kind == "checked_in",
-                "poll_answered": kind == "poll_answered",
-                "lottery_entered": kind == "lottery_entered",
-            }
-        ],
-        key=("chat_id", "user_id", "day"),
-        update=lambda new: {kind: true()},
-    )
+    values = {
+        "chat_id": chat_id,
+        "user_id": user_id,
+        "display_name": name,
+        "username": username,
+        "when": when,
+        "day": day,
+    }
+    await session.execute(prepared(session, "activity.mark_roster", _mark_roster), values)
+    await session.execute(prepared(session, f"activity.mark_{kind}", _mark_day(kind)), values)
