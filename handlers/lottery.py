@@ -47,6 +47,7 @@ from bot.lottery import (
     entrants,
     fixed_positions,
     get_lottery,
+    load_press,
     parse_spec,
     ranking,
     reroll,
@@ -158,28 +159,46 @@ async def try_enter(
     services = context.services
     if not is_countable_user(user.id, user.is_bot):
         return Attempt(refusal=Refusal("bots"))
-    async with services.db() as session:
-        lottery = await get_lottery(session, lottery_id)
-    if lottery is None or lottery.chat_id != info.id:
-        return Attempt(refusal=Refusal("invalid"))
-    if lottery.state != State.OPEN:
-        return Attempt(EntryResult(Entry.CLOSED))
-    member = await in_group(context, info.id, user.id)
-    if member is None:
-        return Attempt(refusal=Refusal("try_later"))
-    if not member:
-        return Attempt(refusal=Refusal("not_member"))
+    # One transaction when the roster knows the member (nearly always): the lottery, their
+    # status and entry are read once, and the entry written. Otherwise Telegram is asked
+    # outside any transaction, and the entry made in a second one.
+    result = None
     async with services.db.begin() as session:
-        result = await enter(
-            session,
-            lottery_id=lottery_id,
-            user_id=user.id,
-            name=user.full_name,
-            username=user.username,
-            now=when,
-            tz=info.timezone,
-            via=via,
-        )
+        press = await load_press(session, lottery_id, user.id)
+        lottery = press.lottery
+        if lottery is None or lottery.chat_id != info.id:
+            return Attempt(refusal=Refusal("invalid"))
+        if lottery.state != State.OPEN:
+            return Attempt(EntryResult(Entry.CLOSED))
+        if press.status == "member":
+            result = await enter(
+                session,
+                lottery_id=lottery_id,
+                user_id=user.id,
+                name=user.full_name,
+                username=user.username,
+                now=when,
+                tz=info.timezone,
+                via=via,
+                press=press,
+            )
+    if result is None:
+        member = await in_group(context, info.id, user.id)
+        if member is None:
+            return Attempt(refusal=Refusal("try_later"))
+        if not member:
+            return Attempt(refusal=Refusal("not_member"))
+        async with services.db.begin() as session:
+            result = await enter(
+                session,
+                lottery_id=lottery_id,
+                user_id=user.id,
+                name=user.full_name,
+                username=user.username,
+                now=when,
+                tz=info.timezone,
+                via=via,
+            )
     if result.status is Entry.ENTERED:
         request_count_refresh(context.application, lottery_id)
     return Attempt(result)
