@@ -51,7 +51,6 @@ from bot.lottery import (
     parse_spec,
     ranking,
     reroll,
-    roster_status,
     set_message,
     ticket,
 )
@@ -133,13 +132,14 @@ def why_not(lang: str, refusal: Refusal) -> str:
     return t(lang, f"lottery.{key}", **values)
 
 
-async def in_group(context: BotContext, chat_id: int, user_id: int) -> bool | None:
-    """Whether the person is in the group: the roster if it knows, else Telegram (None: unknown).
+async def in_group(
+    context: BotContext, chat_id: int, user_id: int, status: str | None
+) -> bool | None:
+    """Whether the person is in the group: the roster status (already read, None: not in
+    the roster) if it says so, else Telegram (None: unknown).
 
     Public groups can be viewed — and their buttons pressed — by people who are not members.
     """
-    async with context.services.db() as session:
-        status = await roster_status(session, chat_id, user_id)
     if status == "member":
         return True
     try:
@@ -183,7 +183,7 @@ async def try_enter(
                 press=press,
             )
     if result is None:
-        member = await in_group(context, info.id, user.id)
+        member = await in_group(context, info.id, user.id, press.status)
         if member is None:
             return Attempt(refusal=Refusal("try_later"))
         if not member:
