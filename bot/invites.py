@@ -514,17 +514,24 @@ def _referral_state(resolved: _Resolved, user_id: int) -> str | None:
     return "pending"
 
 
+def _close_stay(dialect: str) -> Any:
+    return (
+        update(SOURCES)
+        .where(
+            SOURCES.c.chat_id == bindparam("chat"),
+            SOURCES.c.user_id == bindparam("user"),
+            SOURCES.c.left_at.is_(None),
+            SOURCES.c.joined_at <= bindparam("when"),
+        )
+        .values(left_at=bindparam("when"))
+    )
+
+
 async def note_leave(session: AsyncSession, *, chat_id: int, user_id: int, when: datetime) -> None:
     """Close the member's open stay (the leave that `record_leave` recorded)."""
     await session.execute(
-        update(SOURCES)
-        .where(
-            SOURCES.c.chat_id == chat_id,
-            SOURCES.c.user_id == user_id,
-            SOURCES.c.left_at.is_(None),
-            SOURCES.c.joined_at <= when,
-        )
-        .values(left_at=when)
+        prepared(session, "invites.close_stay", _close_stay),
+        {"chat": chat_id, "user": user_id, "when": when},
     )
 
 
