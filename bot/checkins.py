@@ -856,29 +856,66 @@ class MemberStats:
     checked_in_today: bool
 
 
+def _member_stats(dialect: str) -> Any:
+    chat, user, today = bindparam("chat"), bindparam("user"), bindparam("today")
+    mine = and_(CHECKIN.c.chat_id == chat, CHECKIN.c.user_id == user)
+    # The streak still alive today: that of the latest check-in if it is today's or
+    # yesterday's (as `current_streak`).
+    alive = (
+        select(CHECKIN.c.streak)
+        .where(mine, CHECKIN.c.day <= today, CHECKIN.c.day >= bindparam("yesterday"))
+        .order_by(CHECKIN.c.day.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    points_now = (
+        select(points.BALANCE.c.points)
+        .where(points.BALANCE.c.chat_id == chat, points.BALANCE.c.user_id == user)
+        .scalar_subquery()
+    )
+    above = (
+        select(func.count())
+        .select_from(points.BALANCE)
+        .where(points.BALANCE.c.chat_id == chat, points.BALANCE.c.points > points_now)
+        .scalar_subquery()
+    )
+    return select(
+        func.max(CHECKIN.c.streak).label("best"),
+        func.count().label("total"),
+        func.count().filter(CHECKIN.c.day >= bindparam("month")).label("month"),
+        func.count().filter(CHECKIN.c.day == today).label("today"),
+        alive.label("streak"),
+        points_now.label("points"),
+        above.label("above"),
+    ).where(mine)
+
+
 async def member_stats(
     session: AsyncSession, *, chat_id: int, user_id: int, today: date
 ) -> MemberStats:
-    """What /me shows."""
-    mine = and_(CHECKIN.c.chat_id == chat_id, CHECKIN.c.user_id == user_id)
-    best, total, month = (
+    """What /me shows: one prepared statement (it is among the commands members use most)."""
+    row = (
         await session.execute(
-            select(
-                func.max(CHECKIN.c.streak),
-                func.count(),
-                func.count().filter(CHECKIN.c.day >= month_start(today)),
-            ).where(mine)
+            prepared(session, "checkins.member_stats", _member_stats),
+            {
+                "chat": chat_id,
+                "user": user_id,
+                "today": today,
+                "yesterday": today - timedelta(days=1),
+                "month": month_start(today),
+            },
         )
     ).one()
-    today_row = await _row(session, chat_id, user_id, today)
+    balance = int(row.points or 0)
     return MemberStats(
-        points=await points.balance(session, chat_id=chat_id, user_id=user_id),
-        rank=await points.rank(session, chat_id=chat_id, user_id=user_id),
-        streak=await current_streak(session, chat_id=chat_id, user_id=user_id, today=today),
-        best_streak=int(best or 0),
-        month_checkins=int(month or 0),
-        total_checkins=int(total or 0),
-        checked_in_today=today_row is not None,
+        points=balance,
+        # 1 + the number of members with more points (as `points.rank`); None without points.
+        rank=int(row.above or 0) + 1 if balance > 0 else None,
+        streak=int(row.streak or 0),
+        best_streak=int(row.best or 0),
+        month_checkins=int(row.month or 0),
+        total_checkins=int(row.total or 0),
+        checked_in_today=bool(row.today),
     )
 
 
