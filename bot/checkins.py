@@ -433,18 +433,6 @@ async def _claim_day(
     return streak, start
 
 
-async def _next_position(session: AsyncSession, chat_id: int, day: date) -> int:
-    insert = insert_for(session.get_bind().dialect.name, CHECKIN_DAY)
-    stmt = (
-        insert.values(chat_id=chat_id, day=day, count=1)
-        .on_conflict_do_update(
-            index_elements=["chat_id", "day"], set_={"count": CHECKIN_DAY.c.count + 1}
-        )
-        .returning(CHECKIN_DAY.c.count)
-    )
-    return int((await session.execute(stmt)).scalar_one())
-
-
 async def _milestone(
     session: AsyncSession,
     rules: Rules,

@@ -566,13 +566,6 @@ class EntryResult:
     refusal: Refusal | None = None
 
 
-async def roster_status(session: AsyncSession, chat_id: int, user_id: int) -> str | None:
-    """The member's roster status (member | left | kicked), None if never seen."""
-    return await session.scalar(
-        select(MEMBER.c.status).where(MEMBER.c.chat_id == chat_id, MEMBER.c.user_id == user_id)
-    )
-
-
 async def check_conditions(
     session: AsyncSession, lottery: Any, *, user_id: int, now: datetime, tz: ZoneInfo
 ) -> Refusal | None:
