@@ -23,14 +23,14 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, Index, and_, delete, func, select, update
+from sqlalchemy import BigInteger, Index, and_, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
 
 from bot import points
 from bot.activity import local_day, mark_participation
 from bot.chats import register_migration_merge
-from bot.db import insert_for, upsert
+from bot.db import insert_for, prepared, upsert
 from bot.models import Member, chat_fk, utc_column
 
 log = logging.getLogger(__name__)
@@ -433,18 +433,6 @@ async def _claim_day(
     return streak, start
 
 
-async def _next_position(session: AsyncSession, chat_id: int, day: date) -> int:
-    insert = insert_for(session.get_bind().dialect.name, CHECKIN_DAY)
-    stmt = (
-        insert.values(chat_id=chat_id, day=day, count=1)
-        .on_conflict_do_update(
-            index_elements=["chat_id", "day"], set_={"count": CHECKIN_DAY.c.count + 1}
-        )
-        .returning(CHECKIN_DAY.c.count)
-    )
-    return int((await session.execute(stmt)).scalar_one())
-
-
 async def _milestone(
     session: AsyncSession,
     rules: Rules,
@@ -513,6 +501,45 @@ async def _relink(
         following += timedelta(days=1)
 
 
+def _around(dialect: str) -> Any:
+    return select(
+        CHECKIN.c.day, CHECKIN.c.streak, CHECKIN.c.streak_start, CHECKIN.c.position
+    ).where(
+        CHECKIN.c.chat_id == bindparam("chat"),
+        CHECKIN.c.user_id == bindparam("user"),
+        CHECKIN.c.day.between(bindparam("first"), bindparam("last")),
+    )
+
+
+def _count_day(dialect: str) -> Any:
+    return (
+        insert_for(dialect, CHECKIN_DAY)
+        .values(chat_id=bindparam("chat"), day=bindparam("day"), count=1)
+        .on_conflict_do_update(
+            index_elements=["chat_id", "day"], set_={"count": CHECKIN_DAY.c.count + 1}
+        )
+        .returning(CHECKIN_DAY.c.count)
+    )
+
+
+def _uncount_day(dialect: str) -> Any:
+    return (
+        update(CHECKIN_DAY)
+        .where(CHECKIN_DAY.c.chat_id == bindparam("chat"), CHECKIN_DAY.c.day == bindparam("d"))
+        .values(count=CHECKIN_DAY.c.count - 1)
+    )
+
+
+def _insert_checkin(dialect: str) -> Any:
+    columns = ("chat_id", "user_id", "day", "checked_at", "streak", "streak_start", "position")
+    return (
+        insert_for(dialect, CHECKIN)
+        .values({name: bindparam(name) for name in columns} | {"made_up": False})
+        .on_conflict_do_nothing(index_elements=["chat_id", "user_id", "day"])
+        .returning(CHECKIN.c.day)
+    )
+
+
 async def check_in(
     session: AsyncSession,
     *,
@@ -528,41 +555,72 @@ async def check_in(
 
     Writes the check-in, its points and the day's participation flag in the caller's
     transaction. A second attempt for the same day returns `new=False` and changes nothing.
+
+    The hot path of the bot's writes, so few statements, each prepared once: one read of
+    the day before, the day and the day after; the day's position counted before the row
+    is inserted with it (and uncounted when a concurrent transaction inserted it first);
+    the balance taken from the award's upsert.
     """
     day = checkin_day(when, tz, rules.day_start_hour)
-    claimed = await _claim_day(
-        session, chat_id=chat_id, user_id=user_id, day=day, when=when, made_up=False
-    )
-    if claimed is None:
-        row = await _row(session, chat_id, user_id, day)
-        streak = await current_streak(session, chat_id=chat_id, user_id=user_id, today=day)
+    one_day = timedelta(days=1)
+    around = {
+        row.day: row
+        for row in await session.execute(
+            prepared(session, "checkins.around", _around),
+            {"chat": chat_id, "user": user_id, "first": day - one_day, "last": day + one_day},
+        )
+    }
+    if day in around:  # already checked in: its streak is the one still alive on `day`
+        row = around[day]
         total = await points.balance(session, chat_id=chat_id, user_id=user_id)
-        return CheckinResult(False, day, streak, row.position if row else None, (), total)
-    streak, start = claimed
-    position = await _next_position(session, chat_id, day)
-    await session.execute(
-        update(CHECKIN)
-        .where(CHECKIN.c.chat_id == chat_id, CHECKIN.c.user_id == user_id, CHECKIN.c.day == day)
-        .values(position=position)
-    )
+        return CheckinResult(False, day, row.streak, row.position, (), total)
+    before = around.get(day - one_day)
+    streak, start = (before.streak + 1, before.streak_start) if before else (1, day)
+    position = (
+        await session.execute(
+            prepared(session, "checkins.count_day", _count_day), {"chat": chat_id, "day": day}
+        )
+    ).scalar_one()
+    inserted = (
+        await session.execute(
+            prepared(session, "checkins.insert", _insert_checkin),
+            {
+                "chat_id": chat_id,
+                "user_id": user_id,
+                "day": day,
+                "checked_at": when,
+                "streak": streak,
+                "streak_start": start,
+                "position": position,
+            },
+        )
+    ).scalar()
+    if inserted is None:  # a concurrent transaction checked them in first
+        await session.execute(
+            prepared(session, "checkins.uncount_day", _uncount_day), {"chat": chat_id, "d": day}
+        )
+        return await _already(session, chat_id, user_id, day)
 
     awards: list[Award] = []
+    total: int | None = None
     base, bonus = rules.base_points, rules.streak_points(streak)
-    if base + bonus > 0 and await points.award(
-        session,
-        chat_id=chat_id,
-        user_id=user_id,
-        amount=base + bonus,
-        reason=f"check-in {day.isoformat()} (streak {streak})",
-        source="checkin",
-        source_key=f"{user_id}:{day.isoformat()}",
-        now=when,
-    ):
-        awards.append(Award("base", base))
-        if bonus:
-            awards.append(Award("streak", bonus))
+    if base + bonus > 0:
+        total = await points.award_total(
+            session,
+            chat_id=chat_id,
+            user_id=user_id,
+            amount=base + bonus,
+            reason=f"check-in {day.isoformat()} (streak {streak})",
+            source="checkin",
+            source_key=f"{user_id}:{day.isoformat()}",
+            now=when,
+        )
+        if total is not None:
+            awards.append(Award("base", base))
+            if bonus:
+                awards.append(Award("streak", bonus))
     if position == 1 and rules.first_bonus > 0:
-        first = await points.award(
+        first = await points.award_total(
             session,
             chat_id=chat_id,
             user_id=user_id,
@@ -572,25 +630,30 @@ async def check_in(
             source_key=day.isoformat(),
             now=when,
         )
-        if first:
+        if first is not None:
             awards.append(Award("first", rules.first_bonus))
+            total = first
     milestone = await _milestone(
         session, rules, chat_id=chat_id, user_id=user_id, streak=streak, start=start, now=when
     )
     if milestone:
         awards.append(milestone)
-    # Normally nothing follows today; a check-in that arrives late may join later days.
-    _, later = await _relink(
-        session,
-        rules,
-        chat_id=chat_id,
-        user_id=user_id,
-        day=day,
-        streak=streak,
-        start=start,
-        now=when,
-    )
-    awards.extend(later)
+        total = None
+    if day + one_day in around:
+        # Normally nothing follows today; a check-in that arrives late may join later days.
+        _, later = await _relink(
+            session,
+            rules,
+            chat_id=chat_id,
+            user_id=user_id,
+            day=day,
+            streak=streak,
+            start=start,
+            now=when,
+        )
+        if later:
+            awards.extend(later)
+            total = None
     await mark_participation(
         session,
         chat_id=chat_id,
@@ -601,8 +664,17 @@ async def check_in(
         day=local_day(when, tz),
         kind="checked_in",
     )
-    total = await points.balance(session, chat_id=chat_id, user_id=user_id)
+    if total is None:
+        total = await points.balance(session, chat_id=chat_id, user_id=user_id)
     return CheckinResult(True, day, streak, position, tuple(awards), total)
+
+
+async def _already(session: AsyncSession, chat_id: int, user_id: int, day: date) -> CheckinResult:
+    """The answer to a second check-in on `day`: nothing changes."""
+    row = await _row(session, chat_id, user_id, day)
+    streak = await current_streak(session, chat_id=chat_id, user_id=user_id, today=day)
+    total = await points.balance(session, chat_id=chat_id, user_id=user_id)
+    return CheckinResult(False, day, streak, row.position if row else None, (), total)
 
 
 # --- make-up check-ins (补签) -------------------------------------------------------------------
@@ -772,29 +844,66 @@ class MemberStats:
     checked_in_today: bool
 
 
+def _member_stats(dialect: str) -> Any:
+    chat, user, today = bindparam("chat"), bindparam("user"), bindparam("today")
+    mine = and_(CHECKIN.c.chat_id == chat, CHECKIN.c.user_id == user)
+    # The streak still alive today: that of the latest check-in if it is today's or
+    # yesterday's (as `current_streak`).
+    alive = (
+        select(CHECKIN.c.streak)
+        .where(mine, CHECKIN.c.day <= today, CHECKIN.c.day >= bindparam("yesterday"))
+        .order_by(CHECKIN.c.day.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    points_now = (
+        select(points.BALANCE.c.points)
+        .where(points.BALANCE.c.chat_id == chat, points.BALANCE.c.user_id == user)
+        .scalar_subquery()
+    )
+    above = (
+        select(func.count())
+        .select_from(points.BALANCE)
+        .where(points.BALANCE.c.chat_id == chat, points.BALANCE.c.points > points_now)
+        .scalar_subquery()
+    )
+    return select(
+        func.max(CHECKIN.c.streak).label("best"),
+        func.count().label("total"),
+        func.count().filter(CHECKIN.c.day >= bindparam("month")).label("month"),
+        func.count().filter(CHECKIN.c.day == today).label("today"),
+        alive.label("streak"),
+        points_now.label("points"),
+        above.label("above"),
+    ).where(mine)
+
+
 async def member_stats(
     session: AsyncSession, *, chat_id: int, user_id: int, today: date
 ) -> MemberStats:
-    """What /me shows."""
-    mine = and_(CHECKIN.c.chat_id == chat_id, CHECKIN.c.user_id == user_id)
-    best, total, month = (
+    """What /me shows: one prepared statement (it is among the commands members use most)."""
+    row = (
         await session.execute(
-            select(
-                func.max(CHECKIN.c.streak),
-                func.count(),
-                func.count().filter(CHECKIN.c.day >= month_start(today)),
-            ).where(mine)
+            prepared(session, "checkins.member_stats", _member_stats),
+            {
+                "chat": chat_id,
+                "user": user_id,
+                "today": today,
+                "yesterday": today - timedelta(days=1),
+                "month": month_start(today),
+            },
         )
     ).one()
-    today_row = await _row(session, chat_id, user_id, today)
+    balance = int(row.points or 0)
     return MemberStats(
-        points=await points.balance(session, chat_id=chat_id, user_id=user_id),
-        rank=await points.rank(session, chat_id=chat_id, user_id=user_id),
-        streak=await current_streak(session, chat_id=chat_id, user_id=user_id, today=today),
-        best_streak=int(best or 0),
-        month_checkins=int(month or 0),
-        total_checkins=int(total or 0),
-        checked_in_today=today_row is not None,
+        points=balance,
+        # 1 + the number of members with more points (as `points.rank`); None without points.
+        rank=int(row.above or 0) + 1 if balance > 0 else None,
+        streak=int(row.streak or 0),
+        best_streak=int(row.best or 0),
+        month_checkins=int(row.month or 0),
+        total_checkins=int(row.total or 0),
+        checked_in_today=bool(row.today),
     )
 
 

@@ -116,6 +116,23 @@ def excluded(table: Table) -> Any:
     return columns
 
 
+_PREPARED: dict[tuple[str, str], Any] = {}
+
+
+def prepared(session: AsyncSession, name: str, build: Callable[[str], Any]) -> Any:
+    """A hot-path statement built once per database (by `build(dialect_name)`) and reused.
+
+    Building a statement and generating its cache key cost more than SQLAlchemy's work to
+    run it once it is compiled (~100 of ~170 µs for a small statement): the same object,
+    with `bindparam`s for the values, keeps its memoized cache key and compiled form.
+    """
+    dialect = session.get_bind().dialect.name
+    stmt = _PREPARED.get((name, dialect))
+    if stmt is None:
+        stmt = _PREPARED[(name, dialect)] = build(dialect)
+    return stmt
+
+
 async def upsert(
     session: AsyncSession,
     table: Table,

@@ -29,6 +29,8 @@ from sqlalchemy import (
     Index,
     Integer,
     UniqueConstraint,
+    bindparam,
+    delete,
     func,
     select,
     text,
@@ -40,7 +42,7 @@ from sqlmodel import Field, SQLModel
 from bot import points
 from bot.activity import MASK_DAYS, SAME_EVENT_WINDOW
 from bot.dashboard import register_panel
-from bot.db import UTCDateTime, insert_for
+from bot.db import UTCDateTime, insert_for, prepared
 from bot.digest import DigestContext, register_section
 from bot.i18n import t
 from bot.kpi import ACTIVE, DA, local_today
@@ -380,19 +382,59 @@ async def note_join_request(
     )
 
 
+def _request(dialect: str) -> Any:
+    return (
+        select(
+            REQUESTS.c.requested_at,
+            REQUESTS.c.source,
+            REQUESTS.c.link_id,
+            REQUESTS.c.link_name,
+            LINKS.c.referrer_id,
+        )
+        .select_from(REQUESTS.outerjoin(LINKS, LINKS.c.id == REQUESTS.c.link_id))
+        .where(REQUESTS.c.chat_id == bindparam("chat"), REQUESTS.c.user_id == bindparam("user"))
+    )
+
+
+def _drop_request(dialect: str) -> Any:
+    return delete(REQUESTS).where(
+        REQUESTS.c.chat_id == bindparam("chat"), REQUESTS.c.user_id == bindparam("user")
+    )
+
+
+def _insert_source(dialect: str) -> Any:
+    columns = (
+        "chat_id",
+        "user_id",
+        "joined_at",
+        "day",
+        "source",
+        "link_id",
+        "link_name",
+        "via_request",
+        "referrer_id",
+        "referral_state",
+    )
+    return (
+        insert_for(dialect, SOURCES)
+        .values({name: bindparam(name) for name in columns} | {"left_at": None})
+        .on_conflict_do_nothing()
+    )
+
+
 async def _take_request(
     session: AsyncSession, chat_id: int, user_id: int, when: datetime
 ) -> _Resolved | None:
-    """The pending request's link for a join at `when` (consumed: one join per request)."""
-    request = await session.get(InviteJoinRequest, (chat_id, user_id))
+    """The pending request's link for a join at `when` (consumed: one join per request).
+
+    Prepared statements: this runs in every join (mostly finding nothing).
+    """
+    key = {"chat": chat_id, "user": user_id}
+    request = (await session.execute(prepared(session, "invites.request", _request), key)).first()
     if request is None or request.requested_at > when + SAME_EVENT_WINDOW:
         return None
-    await session.delete(request)
-    referrer = None
-    if request.link_id is not None:
-        link = await session.get(InviteLink, request.link_id)
-        referrer = link.referrer_id if link else None
-    return _Resolved(request.source, request.link_id, request.link_name, referrer)
+    await session.execute(prepared(session, "invites.drop_request", _drop_request), key)
+    return _Resolved(request.source, request.link_id, request.link_name, request.referrer_id)
 
 
 async def attribute_join(
@@ -443,9 +485,8 @@ async def attribute_join(
             "via_request": via_request,
             "referrer_id": resolved.referrer_id,
             "referral_state": _referral_state(resolved, user_id),
-            "left_at": None,
         }
-        await session.execute(_insert(session, SOURCES).values(**row).on_conflict_do_nothing())
+        await session.execute(prepared(session, "invites.insert_source", _insert_source), row)
         return
     if resolved is None or resolved.source == DIRECT:
         return
@@ -474,17 +515,24 @@ def _referral_state(resolved: _Resolved, user_id: int) -> str | None:
     return "pending"
 
 
+def _close_stay(dialect: str) -> Any:
+    return (
+        update(SOURCES)
+        .where(
+            SOURCES.c.chat_id == bindparam("chat"),
+            SOURCES.c.user_id == bindparam("user"),
+            SOURCES.c.left_at.is_(None),
+            SOURCES.c.joined_at <= bindparam("when"),
+        )
+        .values(left_at=bindparam("when"))
+    )
+
+
 async def note_leave(session: AsyncSession, *, chat_id: int, user_id: int, when: datetime) -> None:
     """Close the member's open stay (the leave that `record_leave` recorded)."""
     await session.execute(
-        update(SOURCES)
-        .where(
-            SOURCES.c.chat_id == chat_id,
-            SOURCES.c.user_id == user_id,
-            SOURCES.c.left_at.is_(None),
-            SOURCES.c.joined_at <= when,
-        )
-        .values(left_at=when)
+        prepared(session, "invites.close_stay", _close_stay),
+        {"chat": chat_id, "user": user_id, "when": when},
     )
 
 

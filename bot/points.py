@@ -39,6 +39,7 @@ from sqlalchemy import (
     Index,
     Integer,
     UniqueConstraint,
+    bindparam,
     delete,
     func,
     select,
@@ -49,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from bot.chats import register_migration_hook, register_migration_merge
-from bot.db import insert_for, upsert
+from bot.db import excluded, insert_for, prepared, upsert
 from bot.models import chat_fk, utc_column
 
 MAX_REASON = 255
@@ -119,6 +120,65 @@ class Mismatch:
     ledger: int
 
 
+def _ledger_insert(dialect: str) -> Any:
+    return (
+        insert_for(dialect, LEDGER)
+        .values({name: bindparam(name) for name in _LEDGER_VALUES})
+        .on_conflict_do_nothing(index_elements=["chat_id", "source", "source_key"])
+        .returning(LEDGER.c.id)
+    )
+
+
+_LEDGER_VALUES = (
+    "chat_id",
+    "user_id",
+    "amount",
+    "reason",
+    "source",
+    "source_key",
+    "actor_id",
+    "created_at",
+)
+
+
+def _balance_add(dialect: str) -> Any:
+    new = excluded(BALANCE)
+    return (
+        insert_for(dialect, BALANCE)
+        .values(
+            chat_id=bindparam("chat_id"),
+            user_id=bindparam("user_id"),
+            points=bindparam("amount"),
+            updated_at=bindparam("created_at"),
+        )
+        .on_conflict_do_update(
+            index_elements=["chat_id", "user_id"],
+            set_={"points": BALANCE.c.points + new.points, "updated_at": new.updated_at},
+        )
+        .returning(BALANCE.c.points)
+    )
+
+
+def _balance_take(dialect: str) -> Any:
+    return (
+        update(BALANCE)
+        .where(
+            BALANCE.c.chat_id == bindparam("chat"),
+            BALANCE.c.user_id == bindparam("user"),
+            BALANCE.c.points + bindparam("amount", type_=Integer()) >= bindparam("floor"),
+        )
+        .values(
+            points=BALANCE.c.points + bindparam("amount", type_=Integer()),
+            updated_at=bindparam("now"),
+        )
+        .returning(BALANCE.c.points)
+    )
+
+
+def _ledger_delete(dialect: str) -> Any:
+    return delete(LEDGER).where(LEDGER.c.id == bindparam("id"))
+
+
 async def _post(
     session: AsyncSession,
     *,
@@ -131,55 +191,56 @@ async def _post(
     now: datetime,
     actor_id: int | None,
     floor: int | None,
-) -> Spend:
-    """Write one ledger row and move the balance with it; `floor` refuses going below it."""
+) -> tuple[Spend, int | None]:
+    """Write one ledger row and move the balance with it; `floor` refuses going below it.
+
+    Returns the outcome and, when spent, the balance afterwards. The statements are
+    prepared once (`bot.db.prepared`): this runs in every check-in, entry and vote.
+    """
     if amount == 0:
         raise ValueError("a ledger entry needs a non-zero amount")
     if not 0 < len(source) <= MAX_SOURCE or not 0 < len(source_key) <= MAX_SOURCE_KEY:
         raise ValueError(f"bad ledger source {source!r}/{source_key!r}")
-    dialect = session.get_bind().dialect.name
-    stmt = (
-        insert_for(dialect, LEDGER)
-        .values(
-            chat_id=chat_id,
-            user_id=user_id,
-            amount=amount,
-            reason=reason[:MAX_REASON],
-            source=source,
-            source_key=source_key,
-            actor_id=actor_id,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["chat_id", "source", "source_key"])
-        .returning(LEDGER.c.id)
-    )
-    entry_id = (await session.execute(stmt)).scalar()
+    values = {
+        "chat_id": chat_id,
+        "user_id": user_id,
+        "amount": amount,
+        "reason": reason[:MAX_REASON],
+        "source": source,
+        "source_key": source_key,
+        "actor_id": actor_id,
+        "created_at": now,
+    }
+    entry_id = (
+        await session.execute(prepared(session, "points.ledger_insert", _ledger_insert), values)
+    ).scalar()
     if entry_id is None:
-        return Spend.DUPLICATE
+        return Spend.DUPLICATE, None
     if floor is not None and amount < 0:
-        moved = await session.execute(
-            update(BALANCE)
-            .where(
-                BALANCE.c.chat_id == chat_id,
-                BALANCE.c.user_id == user_id,
-                BALANCE.c.points + amount >= floor,
+        moved = (
+            await session.execute(
+                prepared(session, "points.balance_take", _balance_take),
+                {
+                    "chat": chat_id,
+                    "user": user_id,
+                    "amount": amount,
+                    "floor": floor,
+                    "now": now,
+                },
             )
-            .values(points=BALANCE.c.points + amount, updated_at=now)
-        )
-        if moved.rowcount == 0:
+        ).scalar()
+        if moved is None:
             # Our own row, not yet committed or seen by anyone: taking it back keeps the
             # ledger append-only as far as any reader can tell.
-            await session.execute(delete(LEDGER).where(LEDGER.c.id == entry_id))
-            return Spend.INSUFFICIENT
-        return Spend.SPENT
-    await upsert(
-        session,
-        BALANCE,
-        [{"chat_id": chat_id, "user_id": user_id, "points": amount, "updated_at": now}],
-        key=("chat_id", "user_id"),
-        update=lambda new: {"points": BALANCE.c.points + new.points, "updated_at": new.updated_at},
-    )
-    return Spend.SPENT
+            await session.execute(
+                prepared(session, "points.ledger_delete", _ledger_delete), {"id": entry_id}
+            )
+            return Spend.INSUFFICIENT, None
+        return Spend.SPENT, int(moved)
+    total = (
+        await session.execute(prepared(session, "points.balance_add", _balance_add), values)
+    ).scalar_one()
+    return Spend.SPENT, int(total)
 
 
 async def award(
@@ -199,7 +260,36 @@ async def award(
     Returns True when the entry is new, False when `(chat_id, source, source_key)` was
     already recorded (nothing changes then).
     """
-    outcome = await _post(
+    return (
+        await award_total(
+            session,
+            chat_id=chat_id,
+            user_id=user_id,
+            amount=amount,
+            reason=reason,
+            source=source,
+            source_key=source_key,
+            now=now,
+            actor_id=actor_id,
+        )
+    ) is not None
+
+
+async def award_total(
+    session: AsyncSession,
+    *,
+    chat_id: int,
+    user_id: int,
+    amount: int,
+    reason: str,
+    source: str,
+    source_key: str,
+    now: datetime,
+    actor_id: int | None = None,
+) -> int | None:
+    """`award`, returning the member's balance afterwards when the entry is new (else None),
+    which saves the hot paths a `balance` read."""
+    outcome, total = await _post(
         session,
         chat_id=chat_id,
         user_id=user_id,
@@ -211,7 +301,7 @@ async def award(
         actor_id=actor_id,
         floor=None,
     )
-    return outcome is Spend.SPENT
+    return total if outcome is Spend.SPENT else None
 
 
 async def spend(
@@ -233,7 +323,7 @@ async def spend(
     """
     if amount <= 0:
         raise ValueError("spend a positive amount")
-    return await _post(
+    outcome, _ = await _post(
         session,
         chat_id=chat_id,
         user_id=user_id,
@@ -245,14 +335,21 @@ async def spend(
         actor_id=actor_id,
         floor=0,
     )
+    return outcome
 
 
 async def balance(session: AsyncSession, *, chat_id: int, user_id: int) -> int:
     """A member's current points (0 for someone who never had any)."""
     points = await session.scalar(
-        select(BALANCE.c.points).where(BALANCE.c.chat_id == chat_id, BALANCE.c.user_id == user_id)
+        prepared(session, "points.balance", _balance), {"chat": chat_id, "user": user_id}
     )
     return int(points or 0)
+
+
+def _balance(dialect: str) -> Any:
+    return select(BALANCE.c.points).where(
+        BALANCE.c.chat_id == bindparam("chat"), BALANCE.c.user_id == bindparam("user")
+    )
 
 
 async def balances(session: AsyncSession, *, chat_id: int, user_ids: list[int]) -> dict[int, int]:

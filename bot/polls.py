@@ -31,6 +31,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     and_,
+    bindparam,
     delete,
     distinct,
     func,
@@ -47,7 +48,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden
 
 from bot.activity import mark_participation
 from bot.cluster import PROCESS, claimed_by_stopped_process
-from bot.db import upsert
+from bot.db import excluded, insert_for, prepared, upsert
 from bot.i18n import t
 from bot.models import DailyActivity, chat_fk, utc_column
 from bot.services import Services
@@ -491,11 +492,17 @@ class PollRef:
     chat_id: int
 
 
+def _find_poll(dialect: str) -> Any:
+    return select(POLL_TABLE.c.id, POLL_TABLE.c.chat_id).where(
+        POLL_TABLE.c.telegram_poll_id == bindparam("telegram_id")
+    )
+
+
 async def find_poll(session: AsyncSession, telegram_poll_id: str) -> PollRef | None:
     """Our poll with this Telegram id (None: a poll this bot did not send)."""
     row = (
         await session.execute(
-            select(Poll.id, Poll.chat_id).where(Poll.telegram_poll_id == telegram_poll_id)
+            prepared(session, "polls.find", _find_poll), {"telegram_id": telegram_poll_id}
         )
     ).first()
     return PollRef(row[0], row[1]) if row else None
@@ -549,6 +556,41 @@ async def award_quiz_points(
 VoteOutcome = Literal["voted", "changed", "retracted", "ignored"]
 
 
+def _vote_context(dialect: str) -> Any:
+    voted = (
+        select(VOTE_TABLE.c.user_id)
+        .where(VOTE_TABLE.c.poll_id == POLL_TABLE.c.id, VOTE_TABLE.c.user_id == bindparam("user"))
+        .exists()
+    )
+    return select(
+        POLL_TABLE.c.chat_id, POLL_TABLE.c.kind, POLL_TABLE.c.correct_option, voted.label("voted")
+    ).where(POLL_TABLE.c.id == bindparam("poll"))
+
+
+def _retract(dialect: str) -> Any:
+    return delete(VOTE_TABLE).where(
+        VOTE_TABLE.c.poll_id == bindparam("poll"), VOTE_TABLE.c.user_id == bindparam("user")
+    )
+
+
+def _vote(dialect: str) -> Any:
+    new = excluded(VOTE_TABLE)
+    return (
+        insert_for(dialect, VOTE_TABLE)
+        .values(
+            poll_id=bindparam("poll_id"),
+            user_id=bindparam("user_id"),
+            option_ids=bindparam("option_ids"),
+            voted_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        )
+        .on_conflict_do_update(
+            index_elements=["poll_id", "user_id"],
+            set_={"option_ids": new.option_ids, "updated_at": new.updated_at},
+        )
+    )
+
+
 async def record_vote(
     session: AsyncSession,
     *,
@@ -566,29 +608,28 @@ async def record_vote(
     received: poll_answer updates carry no date). A retraction removes the vote but not the
     participation: they did take part that day.
     """
-    poll = await session.get(Poll, poll_id)
+    poll = (
+        await session.execute(
+            prepared(session, "polls.vote_context", _vote_context),
+            {"poll": poll_id, "user": user_id},
+        )
+    ).first()
     if poll is None:
         return "ignored"
     if not option_ids:
         result = await session.execute(
-            delete(PollVote).where(PollVote.poll_id == poll_id, PollVote.user_id == user_id)
+            prepared(session, "polls.retract", _retract), {"poll": poll_id, "user": user_id}
         )
         return "retracted" if result.rowcount else "ignored"
-    existed = await session.get(PollVote, (poll_id, user_id)) is not None
-    await upsert(
-        session,
-        VOTE_TABLE,
-        [
-            {
-                "poll_id": poll_id,
-                "user_id": user_id,
-                "option_ids": ",".join(str(i) for i in sorted(set(option_ids))),
-                "voted_at": now,
-                "updated_at": now,
-            }
-        ],
-        key=("poll_id", "user_id"),
-        update=lambda new: {"option_ids": new.option_ids, "updated_at": new.updated_at},
+    existed = bool(poll.voted)
+    await session.execute(
+        prepared(session, "polls.vote", _vote),
+        {
+            "poll_id": poll_id,
+            "user_id": user_id,
+            "option_ids": ",".join(str(i) for i in sorted(set(option_ids))),
+            "now": now,
+        },
     )
     await mark_participation(
         session,

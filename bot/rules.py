@@ -11,13 +11,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, Index, Text, select, update
+from sqlalchemy import BigInteger, Column, Index, Text, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from bot.cluster import claimed_by_stopped_process
-from bot.db import insert_for, upsert
+from bot.db import insert_for, prepared, upsert
 from bot.models import chat_fk, utc_column
 from bot.timeparse import parse_duration
 
@@ -187,6 +188,46 @@ def needs_member_count(template: str) -> bool:
 
 
 # --- the join check: configuration ----------------------------------------------------------
+
+
+def _join_features(dialect: str) -> Any:
+    chat = bindparam("chat")
+
+    def enabled(model: Any) -> Any:
+        table = model.__table__
+        return select(table.c.enabled).where(table.c.chat_id == chat).scalar_subquery()
+
+    return select(
+        enabled(JoinCheckSettings).label("check"), enabled(WelcomeSettings).label("welcome")
+    )
+
+
+async def join_features_on(session: AsyncSession, chat_id: int) -> bool:
+    """Whether the join check or the welcome is on in the group: one prepared read, so a
+    join in a group with neither (most groups) loads no settings."""
+    row = (
+        await session.execute(
+            prepared(session, "rules.join_features", _join_features), {"chat": chat_id}
+        )
+    ).one()
+    return bool(row.check) or bool(row.welcome)
+
+
+def _newcomer_state(dialect: str) -> Any:
+    table = Newcomer.__table__  # type: ignore[attr-defined]
+    return select(table.c.state, table.c.joined_at).where(
+        table.c.chat_id == bindparam("chat"), table.c.user_id == bindparam("user")
+    )
+
+
+async def newcomer_state(session: AsyncSession, chat_id: int, user_id: int) -> Any:
+    """The state and join time of a member's latest join (None: never seen joining)."""
+    return (
+        await session.execute(
+            prepared(session, "rules.newcomer_state", _newcomer_state),
+            {"chat": chat_id, "user": user_id},
+        )
+    ).first()
 
 
 async def check_settings(session: AsyncSession, chat_id: int) -> JoinCheckSettings:

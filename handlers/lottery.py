@@ -47,10 +47,10 @@ from bot.lottery import (
     entrants,
     fixed_positions,
     get_lottery,
+    load_press,
     parse_spec,
     ranking,
     reroll,
-    roster_status,
     set_message,
     ticket,
 )
@@ -132,13 +132,14 @@ def why_not(lang: str, refusal: Refusal) -> str:
     return t(lang, f"lottery.{key}", **values)
 
 
-async def in_group(context: BotContext, chat_id: int, user_id: int) -> bool | None:
-    """Whether the person is in the group: the roster if it knows, else Telegram (None: unknown).
+async def in_group(
+    context: BotContext, chat_id: int, user_id: int, status: str | None
+) -> bool | None:
+    """Whether the person is in the group: the roster status (already read, None: not in
+    the roster) if it says so, else Telegram (None: unknown).
 
     Public groups can be viewed — and their buttons pressed — by people who are not members.
     """
-    async with context.services.db() as session:
-        status = await roster_status(session, chat_id, user_id)
     if status == "member":
         return True
     try:
@@ -158,28 +159,46 @@ async def try_enter(
     services = context.services
     if not is_countable_user(user.id, user.is_bot):
         return Attempt(refusal=Refusal("bots"))
-    async with services.db() as session:
-        lottery = await get_lottery(session, lottery_id)
-    if lottery is None or lottery.chat_id != info.id:
-        return Attempt(refusal=Refusal("invalid"))
-    if lottery.state != State.OPEN:
-        return Attempt(EntryResult(Entry.CLOSED))
-    member = await in_group(context, info.id, user.id)
-    if member is None:
-        return Attempt(refusal=Refusal("try_later"))
-    if not member:
-        return Attempt(refusal=Refusal("not_member"))
+    # One transaction when the roster knows the member (nearly always): the lottery, their
+    # status and entry are read once, and the entry written. Otherwise Telegram is asked
+    # outside any transaction, and the entry made in a second one.
+    result = None
     async with services.db.begin() as session:
-        result = await enter(
-            session,
-            lottery_id=lottery_id,
-            user_id=user.id,
-            name=user.full_name,
-            username=user.username,
-            now=when,
-            tz=info.timezone,
-            via=via,
-        )
+        press = await load_press(session, lottery_id, user.id)
+        lottery = press.lottery
+        if lottery is None or lottery.chat_id != info.id:
+            return Attempt(refusal=Refusal("invalid"))
+        if lottery.state != State.OPEN:
+            return Attempt(EntryResult(Entry.CLOSED))
+        if press.status == "member":
+            result = await enter(
+                session,
+                lottery_id=lottery_id,
+                user_id=user.id,
+                name=user.full_name,
+                username=user.username,
+                now=when,
+                tz=info.timezone,
+                via=via,
+                press=press,
+            )
+    if result is None:
+        member = await in_group(context, info.id, user.id, press.status)
+        if member is None:
+            return Attempt(refusal=Refusal("try_later"))
+        if not member:
+            return Attempt(refusal=Refusal("not_member"))
+        async with services.db.begin() as session:
+            result = await enter(
+                session,
+                lottery_id=lottery_id,
+                user_id=user.id,
+                name=user.full_name,
+                username=user.username,
+                now=when,
+                tz=info.timezone,
+                via=via,
+            )
     if result.status is Entry.ENTERED:
         request_count_refresh(context.application, lottery_id)
     return Attempt(result)

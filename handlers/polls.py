@@ -9,14 +9,17 @@ schedules/polls.py.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
-from telegram import Update
+from sqlalchemy.ext.asyncio import AsyncSession
+from telegram import Update, User
 from telegram.error import TelegramError
 from telegram.ext import Application, CommandHandler, PollAnswerHandler, PollHandler, filters
 
 from bot import polls
 from bot.activity import is_countable_user, local_day
+from bot.chats import ChatInfo
 from bot.commands import Audience, CommandSpec
 from bot.i18n import t
 from bot.polls import PollInputError
@@ -269,25 +272,41 @@ async def on_poll_answer(update: Update, context: BotContext) -> None:
     if answer is None or user is None or not is_countable_user(user.id, user.is_bot):
         return  # voted as a chat (voter_chat), or not a person
     services = context.services
-    async with services.db() as session:
+    async with services.db.begin() as session:
         ref = await polls.find_poll(session, answer.poll_id)
-    if ref is None or services.opt_outs.excluded(ref.chat_id, user.id):
-        return  # not our poll, or the voter asked to be forgotten (bot.privacy)
+        if ref is None or services.opt_outs.excluded(ref.chat_id, user.id):
+            return  # not our poll, or the voter asked to be forgotten (bot.privacy)
+        # Nearly always the group's settings are cached: one transaction finds the poll and
+        # records the vote. (Not on a miss: reading them takes the database connection.)
+        info = services.chats.cached(ref.chat_id)
+        if info is not None:
+            await _record(session, services.clock(), info, ref, user, answer.option_ids)
+            return
     info = await services.chats.get(ref.chat_id)
     if info is None:
         return
-    now = services.clock()
     async with services.db.begin() as session:
-        await polls.record_vote(
-            session,
-            poll_id=ref.id,
-            user_id=user.id,
-            name=user.full_name,
-            username=user.username,
-            option_ids=list(answer.option_ids),
-            now=now,
-            day=local_day(now, info.timezone),
-        )
+        await _record(session, services.clock(), info, ref, user, answer.option_ids)
+
+
+async def _record(
+    session: AsyncSession,
+    now: datetime,
+    info: ChatInfo,
+    ref: polls.PollRef,
+    user: User,
+    option_ids: Sequence[int],
+) -> None:
+    await polls.record_vote(
+        session,
+        poll_id=ref.id,
+        user_id=user.id,
+        name=user.full_name,
+        username=user.username,
+        option_ids=list(option_ids),
+        now=now,
+        day=local_day(now, info.timezone),
+    )
 
 
 async def on_poll(update: Update, context: BotContext) -> None:

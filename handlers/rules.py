@@ -387,6 +387,8 @@ async def handle_join(
     info = await group_info(update, context)
     services = context.services
     async with services.db() as session:
+        if not await domain.join_features_on(session, info.id):
+            return
         check = await domain.check_settings(session, info.id)
         welcome = await domain.welcome_settings(session, info.id)
     if not check.enabled and not welcome.enabled:
@@ -481,7 +483,7 @@ async def handle_leave(context: BotContext, chat_id: int, user_id: int) -> None:
     """A newcomer left before answering: drop their check and its message."""
     services = context.services
     async with services.db.begin() as session:
-        row = await session.get(domain.Newcomer, (chat_id, user_id))
+        row = await domain.newcomer_state(session, chat_id, user_id)
         if row is None or row.state != "pending":
             return
         done = await domain.conclude_check(

@@ -275,6 +275,19 @@ async def test_participation_lands_on_the_chat_local_day(tg):
     assert (await activity(tg))[(ALICE["id"], date(2026, 11, 26))].poll_answered
 
 
+async def test_a_vote_is_recorded_when_the_groups_settings_are_not_cached(tg):
+    """The vote then takes a second transaction, after the settings were read (timezone)."""
+    await setup_group(tg)
+    await tg.feed(f.message(GROUP, ADMIN, "/settimezone Asia/Shanghai", date=tg.now()))
+    await command(tg, "/poll Q? | a | b")
+    poll = await last_poll(tg)
+    tg.clock.set(datetime(2026, 11, 25, 17, 30, tzinfo=UTC))  # 01:30 on the 26th in Shanghai
+    tg.services.chats.invalidate(GID)
+    await vote(tg, poll, ALICE, [1])
+    assert await votes(tg, poll) == {ALICE["id"]: "1"}
+    assert (await activity(tg))[(ALICE["id"], date(2026, 11, 26))].poll_answered
+
+
 async def test_answers_to_polls_the_bot_did_not_send_are_ignored(tg):
     await setup_group(tg)
     await command(tg, "/poll Q? | a | b")
