@@ -309,6 +309,25 @@ async def mark_revoked(session: AsyncSession, link_id: int, now: datetime) -> No
     )
 
 
+async def own_links_of_pseudonyms(
+    session: AsyncSession, pseudonyms: dict[int, int]
+) -> list[InviteLink]:
+    """Members' own links still valid whose owner was erased (chat → pseudonym, bot.privacy):
+    Telegram keeps them, named for the member ("ref <name>"), until they are revoked."""
+    found: list[InviteLink] = []
+    for chat_id, pseudonym in pseudonyms.items():
+        found.extend(
+            await session.scalars(
+                select(InviteLink).where(
+                    InviteLink.chat_id == chat_id,
+                    InviteLink.referrer_id == pseudonym,
+                    InviteLink.revoked_at.is_(None),  # type: ignore[union-attr]
+                )
+            )
+        )
+    return found
+
+
 async def campaign_links(session: AsyncSession, chat_id: int) -> list[InviteLink]:
     """The operators' named links, oldest first."""
     return list(

@@ -16,8 +16,8 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
+from bot import invites, privacy
 from bot import moderation as mod
-from bot import privacy
 from bot.activity import SERVICE_ACCOUNTS
 from bot.commands import Audience, CommandSpec
 from bot.i18n import t
@@ -280,6 +280,7 @@ async def _confirm(
             data=(subject, scope, dict(done.chats)),
             name=f"privacy:sweep:{request.id}",
         )
+    await _revoke_own_links(context, done.chats)
     log.info(
         "erased a member's data (%s groups, %s rows pseudonymised, %s deleted)",
         len(done.chats),
@@ -288,6 +289,23 @@ async def _confirm(
     )
     await _answer(update)
     await _edit(update, t(lang, "privacy.done" if scope is None else "privacy.forget_done"))
+
+
+async def _revoke_own_links(context: BotContext, pseudonyms: dict[int, int]) -> None:
+    """Revoke the erased member's own invite links (/myinvite): Telegram names them for the
+    member. Their joins stay attributed to the pseudonym; a failure is logged, not fatal."""
+    services = context.services
+    async with services.db() as session:
+        links = await invites.own_links_of_pseudonyms(session, pseudonyms)
+    for link in links:
+        assert link.id is not None
+        try:
+            await context.bot.revoke_chat_invite_link(link.chat_id, link.url)
+        except TelegramError as exc:
+            log.warning("could not revoke an erased member's link in %s: %s", link.chat_id, exc)
+            continue
+        async with services.db.begin() as session:
+            await invites.mark_revoked(session, link.id, services.clock())
 
 
 async def _sweep(context: BotContext) -> None:

@@ -533,3 +533,28 @@ async def test_forget_asked_by_an_anonymous_admin_is_confirmed_by_an_operator_an
         )
         assert entry.actor_id is None and entry.actor_name == "anonymous admin"
         assert await session.get(Member, (GID, ZELDA["id"])) is None
+
+
+async def test_the_erased_members_own_invite_link_is_revoked(tg):
+    """Telegram names a member's own link for them ("ref Zelda …"): erasure revokes it, and
+    the joins it brought stay counted (under the pseudonym)."""
+    from bot.invites import InviteLink
+
+    await setup_group(tg, GROUP)
+    await tg.feed(f.new_members(GROUP, [ZELDA, BOB], date=tg.now()))
+    await say(tg, ZELDA, "/myinvite")
+    (created,) = tg.api.of("createChatInviteLink")
+    assert created.params["chat_id"] == GID
+    async with tg.db() as session:
+        (link,) = list(await session.scalars(select(InviteLink)))
+    await say(tg, BOB, "/myinvite")  # somebody else's link: left alone
+    tg.api.clear()
+
+    data = await forgetme(tg)
+    await press(tg, ZELDA, data, f.private(ZELDA))
+    (revoked,) = tg.api.of("revokeChatInviteLink")
+    assert revoked.params == {"chat_id": GID, "invite_link": link.url}
+    async with tg.db() as session:
+        rows = {row.id: row for row in await session.scalars(select(InviteLink))}
+    assert rows[link.id].revoked_at is not None and rows[link.id].referrer_id < 0
+    assert [r.referrer_id for r in rows.values() if r.revoked_at is None] == [BOB["id"]]
