@@ -518,21 +518,43 @@ async def recompute_chat_days(session: AsyncSession, chat_id: int) -> None:
     )
 
 
+# The counters and flags of a `daily_activity` row (privacy's member merge uses them too).
+COUNTS = ("messages", "edits", "joins", "leaves")
+FLAGS = ("checked_in", "poll_answered", "lottery_entered")
+
+
+def _new_roster_row(dialect: str, **extra: Any) -> Any:
+    """INSERT of a roster row first seen at :when (name from :display_name, :username)."""
+    return insert_for(dialect, MEMBER_TABLE).values(
+        chat_id=bindparam("chat_id"),
+        user_id=bindparam("user_id"),
+        display_name=bindparam("display_name"),
+        username=bindparam("username"),
+        status="member",
+        first_seen=bindparam("when"),
+        message_count=0,
+        **extra,
+    )
+
+
+def _new_day_row(dialect: str, *, count: str | None = None, flag: str | None = None) -> Any:
+    """INSERT of a member's day row (:chat_id, :user_id, :day) with one counter at 1 or one
+    flag set."""
+    return insert_for(dialect, ACTIVITY_TABLE).values(
+        chat_id=bindparam("chat_id"),
+        user_id=bindparam("user_id"),
+        day=bindparam("day"),
+        **{name: int(name == count) for name in COUNTS},
+        **{name: name == flag for name in FLAGS},
+    )
+
+
 def _roster_touch(dialect: str) -> Any:
     """The roster row (made if missing, name refreshed), returned and — on PostgreSQL, by
     the upsert itself — locked until commit, so a concurrent join or leave waits."""
     c, new = MEMBER_TABLE.c, excluded(MEMBER_TABLE)
     return (
-        insert_for(dialect, MEMBER_TABLE)
-        .values(
-            chat_id=bindparam("chat_id"),
-            user_id=bindparam("user_id"),
-            display_name=bindparam("display_name"),
-            username=bindparam("username"),
-            status="member",
-            first_seen=bindparam("when"),
-            message_count=0,
-        )
+        _new_roster_row(dialect)
         .on_conflict_do_update(
             index_elements=["chat_id", "user_id"],
             set_={"display_name": new.display_name, "username": new.username},
@@ -558,22 +580,9 @@ def _roster_status(dialect: str) -> Any:
 
 def _count_day(column: str) -> Any:
     def build(dialect: str) -> Any:
-        counts = {name: int(name == column) for name in ("messages", "edits", "joins", "leaves")}
-        return (
-            insert_for(dialect, ACTIVITY_TABLE)
-            .values(
-                chat_id=bindparam("chat_id"),
-                user_id=bindparam("user_id"),
-                day=bindparam("day"),
-                checked_in=False,
-                poll_answered=False,
-                lottery_entered=False,
-                **counts,
-            )
-            .on_conflict_do_update(
-                index_elements=["chat_id", "user_id", "day"],
-                set_={column: ACTIVITY_TABLE.c[column] + 1},
-            )
+        return _new_day_row(dialect, count=column).on_conflict_do_update(
+            index_elements=["chat_id", "user_id", "day"],
+            set_={column: ACTIVITY_TABLE.c[column] + 1},
         )
 
     return build
@@ -715,53 +724,26 @@ async def record_leave(
 
 def _mark_roster(dialect: str) -> Any:
     roster, new = MEMBER_TABLE.c, excluded(MEMBER_TABLE)
-    return (
-        insert_for(dialect, MEMBER_TABLE)
-        .values(
-            chat_id=bindparam("chat_id"),
-            user_id=bindparam("user_id"),
-            display_name=bindparam("display_name"),
-            username=bindparam("username"),
-            status="member",
-            first_seen=bindparam("when"),
-            last_active=bindparam("when"),
-            message_count=0,
-        )
-        .on_conflict_do_update(
-            index_elements=["chat_id", "user_id"],
-            set_={
-                "display_name": new.display_name,
-                "username": new.username,
-                "last_active": case(
-                    (
-                        or_(roster.last_active.is_(None), new.last_active > roster.last_active),
-                        new.last_active,
-                    ),
-                    else_=roster.last_active,
+    return _new_roster_row(dialect, last_active=bindparam("when")).on_conflict_do_update(
+        index_elements=["chat_id", "user_id"],
+        set_={
+            "display_name": new.display_name,
+            "username": new.username,
+            "last_active": case(
+                (
+                    or_(roster.last_active.is_(None), new.last_active > roster.last_active),
+                    new.last_active,
                 ),
-            },
-        )
+                else_=roster.last_active,
+            ),
+        },
     )
 
 
 def _mark_day(kind: Participation) -> Any:
     def build(dialect: str) -> Any:
-        flags = {flag: flag == kind for flag in ("checked_in", "poll_answered", "lottery_entered")}
-        return (
-            insert_for(dialect, ACTIVITY_TABLE)
-            .values(
-                chat_id=bindparam("chat_id"),
-                user_id=bindparam("user_id"),
-                day=bindparam("day"),
-                messages=0,
-                edits=0,
-                joins=0,
-                leaves=0,
-                **flags,
-            )
-            .on_conflict_do_update(
-                index_elements=["chat_id", "user_id", "day"], set_={kind: true()}
-            )
+        return _new_day_row(dialect, flag=kind).on_conflict_do_update(
+            index_elements=["chat_id", "user_id", "day"], set_={kind: true()}
         )
 
     return build

@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from bot.activity import merge_states
+from bot.activity import COUNTS, FLAGS, merge_states
 from bot.checkins import Checkin
 from bot.dashboard_auth import DashboardLogin
 from bot.invites import InviteJoinRequest, InviteLink, JoinSource, ReferralCredit
@@ -525,10 +525,6 @@ async def erase(
             .values({column: None})
         )
     return done
-
-
-FLAGS = ("checked_in", "poll_answered", "lottery_entered")
-COUNTS = ("messages", "edits", "joins", "leaves")
 
 
 async def _merge_member(session: AsyncSession, chat_id: int, user_id: int, pseudonym: int) -> int:

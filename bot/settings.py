@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,6 +38,11 @@ class Settings(BaseSettings):
     health_port: int | None = None  # /healthz; in webhook mode it defaults to PORT + 1
     claim_lease_seconds: float = Field(default=60.0, ge=1.0)  # a silent process is dead after
     sweep_seconds: float = Field(default=60.0, ge=1.0)  # how often jobs are re-derived
+
+    def sweep_every(self, longest: timedelta) -> timedelta:
+        """How often a schedule re-reads the database: its own interval, or SWEEP_SECONDS
+        when that is shorter (several processes pick up each other's work sooner)."""
+        return min(longest, timedelta(seconds=self.sweep_seconds))
 
     @field_validator("bot_owners", mode="before")
     @classmethod

@@ -98,7 +98,7 @@ async def on_startup(app: AnyApp) -> None:
         log.error("calendar files have errors: keeping the previously loaded calendar")
     await sweep(app)
     assert app.job_queue is not None
-    every = min(SWEEP_EVERY, timedelta(seconds=services_of(app).settings.sweep_seconds))
+    every = services_of(app).settings.sweep_every(SWEEP_EVERY)
     app.job_queue.run_repeating(
         sweep_job,
         interval=every,

@@ -87,7 +87,7 @@ async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     if app.job_queue is not None:
         for job in app.job_queue.get_jobs_by_name("digest:sync"):
             job.schedule_removal()
-        every = min(SYNC_INTERVAL, timedelta(seconds=services.settings.sweep_seconds))
+        every = services.settings.sweep_every(SYNC_INTERVAL)
         app.job_queue.run_repeating(_sync_job, interval=every, first=every, name="digest:sync")
 
 

@@ -448,5 +448,5 @@ async def on_startup(app: AnyApp) -> None:
     runtime_of(app).count_pending.clear()
     await catch_up(app, schedule_all=True)
     if app.job_queue is not None:
-        sweep = min(float(SWEEP_SECONDS), services_of(app).settings.sweep_seconds)
+        sweep = services_of(app).settings.sweep_every(timedelta(seconds=SWEEP_SECONDS))
         app.job_queue.run_repeating(sweep_job, interval=sweep, first=sweep, name=SWEEP_JOB)

@@ -173,7 +173,7 @@ async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     scheduled = await sweep(app, everything=True)
     if scheduled:
         log.info("scheduled %s poll/survey closes", scheduled)
-    every = min(SWEEP_EVERY, timedelta(seconds=services.settings.sweep_seconds))
+    every = services.settings.sweep_every(SWEEP_EVERY)
     app.job_queue.run_repeating(_sweep_job, interval=every, first=every, name=SWEEP_JOB)
 
 

@@ -168,7 +168,7 @@ async def on_startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     armed = await sweep(app, everything=True)
     if armed:
         log.info("re-armed %d pending join checks", armed)
-    every = min(SWEEP_EVERY, timedelta(seconds=services.settings.sweep_seconds))
+    every = services.settings.sweep_every(SWEEP_EVERY)
     app.job_queue.run_repeating(_sweep_job, interval=every, first=every, name=SWEEP_JOB)
 
 

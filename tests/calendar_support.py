@@ -111,8 +111,11 @@ def sends(tg: Any, chat_id: int | None = None) -> list[tuple[str, dict[str, Any]
 
 
 @asynccontextmanager
-async def another_bot(settings: Any, database_url: str, clock: Any) -> AsyncIterator[Any]:
-    """A second bot process on the same database (its own engine, Bot API and job queue)."""
+async def another_bot(
+    settings: Any, database_url: str, clock: Any, **options: Any
+) -> AsyncIterator[Any]:
+    """A second bot process on the same database (its own engine, Bot API and job queue);
+    `options` go to build_app (default: updates one at a time, no rate limiter)."""
     from bot.app import build_app
     from bot.db import create_engine
     from tests.conftest import Harness
@@ -120,9 +123,8 @@ async def another_bot(settings: Any, database_url: str, clock: Any) -> AsyncIter
 
     engine = create_engine(database_url)
     api = RecordingRequest(now=lambda: clock().timestamp())
-    app = build_app(
-        settings, engine=engine, request=api, clock=clock, rate_limiter=False, concurrent=False
-    )
+    options = {"rate_limiter": False, "concurrent": False, **options}
+    app = build_app(settings, engine=engine, request=api, clock=clock, **options)
     harness = Harness(app, api, clock)
 
     async def collect(update: object, context: Any) -> None:

@@ -8,8 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +29,7 @@ from schedules import cluster as cluster_schedule
 from schedules import digest as digest_schedule
 from schedules import lottery as lottery_schedule
 from tests import factories as f
-from tests.calendar_support import ADMIN, GROUP, join
+from tests.calendar_support import ADMIN, GROUP, another_bot, join
 from tests.conftest import TEST_TOKEN, Harness, both_databases
 from tests.recording import RecordingRequest
 from tests.standin import BotApiStandIn
@@ -40,27 +38,9 @@ from tests.test_cli import ROOT
 G = GROUP["id"]
 
 
-@asynccontextmanager
-async def webhook_process(settings: Any, database_url: str, clock: Any) -> AsyncIterator[Harness]:
+def webhook_process(settings: Any, database_url: str, clock: Any) -> Any:
     """A bot process as in webhook mode: concurrent updates, de-duplicated by update id."""
-    engine = create_engine(database_url)
-    api = RecordingRequest(now=lambda: clock().timestamp())
-    app = build_app(
-        settings, engine=engine, request=api, clock=clock, rate_limiter=False, dedupe=True
-    )
-    harness = Harness(app, api, clock)
-
-    async def collect(update: object, context: Any) -> None:
-        harness.errors.append(context.error)
-
-    app.add_error_handler(collect)
-    try:
-        async with app:
-            yield harness
-            await harness.services.activity.stop()
-    finally:
-        await engine.dispose()
-    assert not harness.errors, harness.errors
+    return another_bot(settings, database_url, clock, concurrent=True, dedupe=True)
 
 
 async def deliver(process: Harness, *updates: dict[str, Any]) -> None:
