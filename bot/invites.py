@@ -914,11 +914,27 @@ async def sources_section(ctx: DigestContext) -> list[str]:
     measurable (yesterday's joiners have none yet).
     """
     start = ctx.end - timedelta(days=SECTION_DAYS - 1)
-    rows = await joins_by_source(ctx.session, ctx.chat_id, start, ctx.end, today=ctx.today)
+    return await source_lines(
+        ctx.session, ctx.chat_id, start, ctx.end, ctx.today, ctx.lang, "invites.section_title"
+    )
+
+
+async def source_lines(
+    session: AsyncSession,
+    chat_id: int,
+    start: date,
+    end: date,
+    today: date,
+    lang: str,
+    title: str = "invites.section_title_period",
+) -> list[str]:
+    """The joins of `start`..`end` by source, a line each under `title` ([] without joins):
+    /kpi's period and the digest's 30 days."""
+    rows = await joins_by_source(session, chat_id, start, end, today=today)
     if not rows:
         return []
-    lines = [t(ctx.lang, "invites.section_title", days=SECTION_DAYS)]
-    lines.extend(f"• {source_label(ctx.lang, row)}: {figures(ctx.lang, row)}" for row in rows)
+    lines = [t(lang, title, days=(end - start).days + 1)]
+    lines.extend(f"• {source_label(lang, row)}: {figures(lang, row)}" for row in rows)
     return lines
 
 

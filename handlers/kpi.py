@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from telegram import Update
 from telegram.ext import Application, CommandHandler
 
+from bot import invites
 from bot.commands import Audience, CommandSpec
 from bot.db import upsert
 from bot.digest import (
@@ -122,6 +123,7 @@ async def kpi(update: Update, context: BotContext, target: Target) -> None:
             session, info.id, "period", start, end, today=today, tz=info.timezone
         )
         top = await top_contributors(session, info.id, start, end, 5)
+        sources = await invites.source_lines(session, info.id, start, end, today, lang)
     previous = report.comparisons[0][1]
     lines = [
         t(
@@ -144,6 +146,8 @@ async def kpi(update: Update, context: BotContext, target: Target) -> None:
             t(lang, "kpi.contributor", rank=i, name=escape(c.name), count=c.messages)
             for i, c in enumerate(top, 1)
         ]
+    if sources:
+        lines += ["", *sources]
     if length > 1:
         lines += ["", f"<i>{t(lang, 'kpi.period_note')}</i>"]
     if report.current.partial:

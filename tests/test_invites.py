@@ -493,6 +493,23 @@ async def test_digest_section_and_invites_list(tg):
     assert "direct/unknown: 2 joins · D7 50% · still active 50%" in text
 
 
+async def test_kpi_command_breaks_the_periods_joins_down_by_source(tg):
+    """/kpi D1..D2 (operators): the period's joins by source below the KPI table, with the
+    figures computed by hand above (period days 0..9; today is day 22)."""
+    await feed_sources_history(tg)
+    tg.clock.set(at(22))
+    first, last = D0.isoformat(), (D0 + timedelta(days=9)).isoformat()
+    (text,) = await say(tg, ADMIN, f"/kpi {first}..{last}")
+    assert "Where joiners came from</b> (these 10 days)" in text
+    assert "• link poster: 3 joins · D7 67% · still active 33%" in text
+    assert "• members' invites: 1 joins · D7 100% · still active 100%" in text
+    assert "• direct/unknown: 2 joins · D7 50% · still active 50%" in text
+    # A period without joins has no such section.
+    later = (D0 + timedelta(days=15)).isoformat()
+    (text,) = await say(tg, ADMIN, f"/kpi {later}..{later}")
+    assert "Where joiners came from" not in text
+
+
 async def test_cli_kpi_by_source(tg, database_url, tmp_path):
     await feed_sources_history(tg)
     env = {"DATABASE_URL": database_url}
