@@ -145,6 +145,22 @@ def setup_updates(groups: int, featured: int, start: datetime) -> list[dict[str,
     return updates
 
 
+def warmup_workload(groups: int, members: int, start: datetime) -> Workload:
+    """One plain text from every group, an hour before the timed updates (not timed).
+
+    A running bot has seen its groups: their settings sit in its caches (60 s each). The
+    bare Application gets a warm-up too, so both are measured warm.
+    """
+    work = Workload()
+    moment = start - timedelta(hours=1)
+    for g, chat_id in enumerate(group_ids(groups)):
+        member = f.user(10_000 + (g * 7919) % members, "Member", username=None)
+        work.add(
+            f.message(f.group(chat_id, f"Group {g}"), member, "hi", date=moment), chat_id, "text"
+        )
+    return work
+
+
 def make_workload(
     count: int,
     groups: int,
@@ -366,6 +382,7 @@ async def serve(
     content: str,
     load_share: float,
     ready: Callable[[], Any] | None = None,
+    warmup: Workload | None = None,
 ) -> tuple[Run, Run]:
     """The whole bot as `community-bot run` builds it (minus the network and rate limiter).
 
@@ -381,6 +398,9 @@ async def serve(
         await startup(app)  # what post_init does: caches, the activity flusher, jobs
         await app.start()  # the job queue runs, as in production
         gc.freeze()  # as `community-bot run` does after start-up (bot/cli.py)
+        if warmup is not None:
+            await drive(app, warmup, window)
+            await app.bot_data["services"].activity.flush()
         if ready is not None:
             await ready()
         activity = app.bot_data["services"].activity
@@ -444,21 +464,23 @@ async def drop_pg_database(base_url: str, name: str) -> None:
 
 async def worker(shard_file: str, url: str, window: int, content: str, share: float) -> None:
     """One of the PostgreSQL processes: set up, say ready, wait for "go", run, report."""
-    work, paced = pickle.loads(await asyncio.to_thread(Path(shard_file).read_bytes))
+    work, paced, warmup = pickle.loads(await asyncio.to_thread(Path(shard_file).read_bytes))
 
     async def ready() -> None:
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
-    run, paced_run = await serve(url, work, paced, window, content, share, ready)
+    run, paced_run = await serve(url, work, paced, window, content, share, ready, warmup)
     print(json.dumps([run.__dict__, paced_run.__dict__]), flush=True)
 
 
-def write_shards(directory: str, work: Workload, paced: Workload, processes: int) -> list[str]:
+def write_shards(
+    directory: str, work: Workload, paced: Workload, warmup: Workload, processes: int
+) -> list[str]:
     paths = []
     for index in range(processes):
         path = Path(directory) / f"shard{index}.pickle"
-        shards = (work.shard(index, processes), paced.shard(index, processes))
+        shards = tuple(part.shard(index, processes) for part in (work, paced, warmup))
         path.write_bytes(pickle.dumps(shards))
         paths.append(str(path))
     return paths
@@ -486,11 +508,12 @@ async def run_pg(
     content: str,
     share: float,
     processes: int,
+    warmup: Workload,
 ) -> tuple[Run, Run]:
     """`processes` workers on one database, released together; their union is the run."""
     with tempfile.TemporaryDirectory() as directory:
         children = []
-        for path in write_shards(directory, work, paced, processes):
+        for path in write_shards(directory, work, paced, warmup, processes):
             command = ["--worker", path, "--db-url", url, "--window", str(window)]
             command += ["--load-share", str(share)]
             children.append(
@@ -637,6 +660,7 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
         args.updates + args.latency_updates, args.groups, args.members, lotteries, polls, start
     )
     work, paced = both.split(args.updates)
+    warmup = warmup_workload(args.groups, args.members, start)
     if args.kinds:  # each phase keeps its own updates of those kinds
         work, paced = (part.only(set(args.kinds.split(","))) for part in (work, paced))
     mix = Counter(work.kinds)
@@ -654,7 +678,9 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
         await prepared(url)
         profiler = Profiler(async_mode="disabled")
         profiler.start()
-        run, _ = await serve(url, work, Workload(), args.window, content, args.load_share)
+        run, _ = await serve(
+            url, work, Workload(), args.window, content, args.load_share, warmup=warmup
+        )
         profiler.stop()
         print(f"full bot: {run.rate:,.0f} updates/s, {run.cpu_per_update * 1e6:,.0f} µs CPU each")
         print(profiler.output_text(unicode=True, show_all=False))
@@ -671,7 +697,9 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
             url = sqlite_url(round_)
             await prepared(url)
             before = await count_rows(url)
-            run, paced_run = await serve(url, work, paced, args.window, content, args.load_share)
+            run, paced_run = await serve(
+                url, work, paced, args.window, content, args.load_share, warmup=warmup
+            )
             total, top = written(before, await count_rows(url))
             notes["sqlite"] = f"rows written {total:,} ({top}); Bot API calls {run.calls:,}"
             results["sqlite"].append(run)
@@ -685,7 +713,14 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
                 await prepared(url)
                 before = await count_rows(url)
                 run, paced_run = await run_pg(
-                    url, work, paced, args.window, content, args.load_share, args.processes
+                    url,
+                    work,
+                    paced,
+                    args.window,
+                    content,
+                    args.load_share,
+                    args.processes,
+                    warmup,
                 )
                 total, top = written(before, await count_rows(url))
                 notes["pg"] = f"rows written {total:,} ({top}); Bot API calls {run.calls:,}"

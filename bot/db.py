@@ -130,7 +130,16 @@ def prepared(session: AsyncSession, name: str, build: Callable[[str], Any]) -> A
     stmt = _PREPARED.get((name, dialect))
     if stmt is None:
         stmt = _PREPARED[(name, dialect)] = build(dialect)
+        _PREPARED_IDS.add(id(stmt))
     return stmt
+
+
+_PREPARED_IDS: set[int] = set()  # the statements above live for the process: ids are stable
+
+
+def is_prepared(statement: Any) -> bool:
+    """Whether `statement` came from `prepared` (so compiled forms of it may be kept)."""
+    return id(statement) in _PREPARED_IDS
 
 
 async def upsert(

@@ -44,6 +44,7 @@ from bot.activity import MASK_DAYS, SAME_EVENT_WINDOW
 from bot.dashboard import register_panel
 from bot.db import UTCDateTime, insert_for, prepared
 from bot.digest import DigestContext, register_section
+from bot.driver_session import Executor
 from bot.i18n import t
 from bot.kpi import ACTIVE, DA, local_today
 from bot.models import Chat, Member, chat_fk, utc_column
@@ -361,11 +362,12 @@ class _Resolved:
 
 
 async def _resolve_url(
-    session: AsyncSession, chat_id: int, url: str | None, name: str | None
+    session: Executor, chat_id: int, url: str | None, name: str | None
 ) -> _Resolved:
+    links = InviteLink.__table__.c  # type: ignore[attr-defined]
     link = (
-        await session.scalars(
-            select(InviteLink).where(InviteLink.chat_id == chat_id, InviteLink.url == url)
+        await session.execute(
+            select(links.id, links.referrer_id).where(links.chat_id == chat_id, links.url == url)
         )
     ).first()
     if link is None:
@@ -456,8 +458,15 @@ async def _take_request(
     return _Resolved(request.source, request.link_id, request.link_name, request.referrer_id)
 
 
+def _joined_at(dialect: str) -> Any:
+    member = Member.__table__.c  # type: ignore[attr-defined]
+    return select(member.joined_at).where(
+        member.chat_id == bindparam("chat"), member.user_id == bindparam("user")
+    )
+
+
 async def attribute_join(
-    session: AsyncSession,
+    session: Executor,
     *,
     chat_id: int,
     user_id: int,
@@ -476,14 +485,12 @@ async def attribute_join(
     """
     current: datetime = when
     if not recorded:
-        member = await session.get(Member, (chat_id, user_id))
-        if (
-            member is None
-            or member.joined_at is None
-            or abs(member.joined_at - when) > SAME_EVENT_WINDOW
-        ):
+        joined_at = await session.scalar(
+            prepared(session, "invites.joined_at", _joined_at), {"chat": chat_id, "user": user_id}
+        )
+        if joined_at is None or abs(joined_at - when) > SAME_EVENT_WINDOW:
             return  # not the member's current join: a stale report
-        current = member.joined_at
+        current = joined_at
     request = await _take_request(session, chat_id, user_id, when)
     resolved: _Resolved | None = request
     if via.url:  # the link Telegram names wins over the request's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.activity import ActivityRecorder
 from bot.chats import ChatDirectory
+from bot.driver_session import DriverSession, driver_session
 from bot.operators import OperatorCheck
 from bot.opt_outs import OptOuts
 from bot.settings import Settings
@@ -38,6 +40,12 @@ class Services:
     extras: dict[str, Any] = field(default_factory=dict)  # feature services by name
     # This process's name in claims and heartbeats (bot.cluster): unique per run.
     process_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def hot(self, *, write: bool = True) -> AbstractAsyncContextManager[DriverSession]:
+        """A transaction for the hot paths (check-ins, entries, votes, joins, /me …): Core
+        statements on the driver connection, without the ORM session's overhead
+        (bot/driver_session.py). `write=False` for reads."""
+        return driver_session(self.engine, write=write)
 
 
 SERVICES_KEY = "services"

@@ -157,7 +157,7 @@ async def do_checkin(update: Update, context: BotContext, info: ChatInfo, rules:
     user = _member(message)
     if user is None or await _opted_out(update, context, info, user):
         return
-    async with context.services.db.begin() as session:
+    async with context.services.hot() as session:
         result = await check_in(
             session,
             chat_id=info.id,
@@ -257,7 +257,7 @@ async def me(update: Update, context: BotContext) -> None:
         return
     rules = await rules_cache(context).get(info.id)
     today = checkin_day(context.services.clock(), info.timezone, rules.day_start_hour)
-    async with context.services.db() as session:
+    async with context.services.hot(write=False) as session:
         stats = await member_stats(session, chat_id=info.id, user_id=user.id, today=today)
     lang = info.language
     lines = [
@@ -335,7 +335,7 @@ async def top(update: Update, context: BotContext) -> None:
     first_day = {"week": week_start(today), "month": month_start(today), "all": None}[period]
     since = day_start(first_day, info.timezone, rules.day_start_hour) if first_day else None
     user = _member(update.effective_message)
-    async with context.services.db() as session:
+    async with context.services.hot(write=False) as session:
         if metric == "points":
             board = await points.leaderboard(session, chat_id=info.id, since=since, limit=size)
         else:

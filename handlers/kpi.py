@@ -66,7 +66,7 @@ async def stats(update: Update, context: BotContext) -> None:
     services = context.services
     await services.activity.flush()
     today = local_today(services.clock(), info.timezone)
-    async with services.db() as session:
+    async with services.hot(write=False) as session:
         (row,) = await daily_kpis(session, info.id, today, today, today=today, tz=info.timezone)
     text = t(
         info.language,

@@ -163,7 +163,7 @@ async def try_enter(
     # status and entry are read once, and the entry written. Otherwise Telegram is asked
     # outside any transaction, and the entry made in a second one.
     result = None
-    async with services.db.begin() as session:
+    async with services.hot() as session:
         press = await load_press(session, lottery_id, user.id)
         lottery = press.lottery
         if lottery is None or lottery.chat_id != info.id:
@@ -188,7 +188,7 @@ async def try_enter(
             return Attempt(refusal=Refusal("try_later"))
         if not member:
             return Attempt(refusal=Refusal("not_member"))
-        async with services.db.begin() as session:
+        async with services.hot() as session:
             result = await enter(
                 session,
                 lottery_id=lottery_id,

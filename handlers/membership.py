@@ -82,7 +82,7 @@ async def _join(context: BotContext, update: Update, chat_id: int, user, when, v
         return  # asked to be forgotten (bot.privacy)
     info = await group_info(update, context)
     day = local_day(when, info.timezone)
-    async with context.services.db.begin() as session:
+    async with context.services.hot() as session:
         recorded = await record_join(
             session,
             chat_id=chat_id,
@@ -109,7 +109,7 @@ async def _leave(
     if context.services.opt_outs.excluded(chat_id, user.id):
         return  # asked to be forgotten (bot.privacy)
     info = await group_info(update, context)
-    async with context.services.db.begin() as session:
+    async with context.services.hot() as session:
         if await record_leave(
             session,
             chat_id=chat_id,

@@ -12,7 +12,6 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
 from telegram import Update, User
 from telegram.error import TelegramError
 from telegram.ext import Application, CommandHandler, PollAnswerHandler, PollHandler, filters
@@ -21,6 +20,7 @@ from bot import polls
 from bot.activity import is_countable_user, local_day
 from bot.chats import ChatInfo
 from bot.commands import Audience, CommandSpec
+from bot.driver_session import Executor
 from bot.i18n import t
 from bot.polls import PollInputError
 from bot.sending import send_text
@@ -272,7 +272,7 @@ async def on_poll_answer(update: Update, context: BotContext) -> None:
     if answer is None or user is None or not is_countable_user(user.id, user.is_bot):
         return  # voted as a chat (voter_chat), or not a person
     services = context.services
-    async with services.db.begin() as session:
+    async with services.hot() as session:
         ref = await polls.find_poll(session, answer.poll_id)
         if ref is None or services.opt_outs.excluded(ref.chat_id, user.id):
             return  # not our poll, or the voter asked to be forgotten (bot.privacy)
@@ -285,12 +285,12 @@ async def on_poll_answer(update: Update, context: BotContext) -> None:
     info = await services.chats.get(ref.chat_id)
     if info is None:
         return
-    async with services.db.begin() as session:
+    async with services.hot() as session:
         await _record(session, services.clock(), info, ref, user, answer.option_ids)
 
 
 async def _record(
-    session: AsyncSession,
+    session: Executor,
     now: datetime,
     info: ChatInfo,
     ref: polls.PollRef,
