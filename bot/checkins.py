@@ -31,6 +31,7 @@ from bot import points
 from bot.activity import local_day, mark_participation
 from bot.chats import register_migration_merge
 from bot.db import insert_for, prepared, upsert
+from bot.driver_session import Executor, driver_session
 from bot.models import Member, chat_fk, utc_column
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ class Rules:
         return dict(self.milestones).get(streak, 0)
 
     @classmethod
-    def from_row(cls, row: CheckinConfig | None) -> Rules:
+    def from_row(cls, row: Any) -> Rules:
+        """From a `checkin_config` row (mapped object or Core row), or the defaults."""
         if row is None:
             return cls()
         return cls(
@@ -247,8 +249,16 @@ def apply_setting(rules: Rules, name: str, value: str) -> Rules:
     return replace(rules, **{field: parse(value)})
 
 
-async def load_rules(session: AsyncSession, chat_id: int) -> Rules:
-    return Rules.from_row(await session.get(CheckinConfig, chat_id))
+def _rules_row(dialect: str) -> Any:
+    config = CheckinConfig.__table__  # type: ignore[attr-defined]
+    return select(config).where(config.c.chat_id == bindparam("chat"))
+
+
+async def load_rules(session: Executor, chat_id: int) -> Rules:
+    rows = await session.execute(
+        prepared(session, "checkins.rules", _rules_row), {"chat": chat_id}
+    )
+    return Rules.from_row(rows.first())
 
 
 async def save_rules(session: AsyncSession, chat_id: int, rules: Rules, *, now: datetime) -> None:
@@ -281,7 +291,7 @@ class RulesCache:
         entry = self._rules.get(chat_id)
         if entry is not None and time.monotonic() - entry[0] < CACHE_TTL:
             return entry[1]
-        async with self._db() as session:
+        async with driver_session(self._db.kw["bind"], write=False) as session:
             rules = await load_rules(session, chat_id)
         self.remember(chat_id, rules)
         return rules

@@ -22,6 +22,7 @@ and waits for another process's lock without blocking the event loop.
 from __future__ import annotations
 
 import collections
+import functools
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -48,21 +49,31 @@ class CompiledStatement:
     returns_rows: bool
     row: type | None  # a named tuple of the result columns
     results: tuple[Processor, ...]  # result processor per column
+    expanding: bool  # has IN (…) parameters: the SQL is written out per execution
+    processor_of: Callable[[str], Processor]
 
-    def parameters(
+    def bind(
         self, compiled: Any, values: dict[str, Any], extracted: Any = None
-    ) -> list[Any]:
-        """Positional driver values; `extracted` are the literal values of a statement that
-        shares this compiled form (SQLAlchemy's cache key), as its own execution does."""
+    ) -> tuple[str, list[Any]]:
+        """The SQL and its positional driver values for one execution.
+
+        `extracted` are the literal values of a statement that shares this compiled form
+        (SQLAlchemy's cache key), as its own execution passes them.
+        """
         for name, default in self.defaults:
             if name not in values:
                 values = {**values, name: default()}
         every = compiled.construct_params(values, extracted_parameters=extracted)
+        sql, names, binds = self.sql, self.names, self.binds
+        if self.expanding:  # IN (…): one placeholder per value, as SQLAlchemy writes it
+            state = compiled.construct_expanded_state(every)
+            sql, names, every = state.statement, state.positiontup, state.parameters
+            binds = tuple(self.processor_of(name) for name in names)
         out = []
-        for name, process in zip(self.names, self.binds, strict=True):
+        for name, process in zip(names, binds, strict=True):
             value = every[name]
             out.append(process(value) if process is not None and value is not None else value)
-        return out
+        return sql, out
 
     def rows(self, raw: Sequence[Sequence[Any]]) -> list[Any]:
         assert self.row is not None
@@ -89,18 +100,12 @@ def _column_default(column: Any, *, on_update: bool) -> Callable[[], Any]:
 
 
 def compile_statement(
-    statement: Any,
-    dialect: Dialect,
-    keys: tuple[str, ...] = (),
-    *,
-    expand: bool = False,
-    cache_key: Any = None,
+    statement: Any, dialect: Dialect, keys: tuple[str, ...] = (), *, cache_key: Any = None
 ) -> tuple[Any, CompiledStatement]:
     """Compile `statement` for `dialect`; (SQLAlchemy's compiled form, the driver form).
 
     An INSERT or UPDATE is compiled for the parameter names given (`keys`), as SQLAlchemy
-    does: the columns without a value take their defaults. `expand` writes out IN (…) of
-    the statement's own values (such a form fits only that statement).
+    does: the columns without a value take their defaults.
     """
     if statement.is_select and any(
         isinstance(column["type"], type) for column in statement.column_descriptions
@@ -113,16 +118,18 @@ def compile_statement(
         dialect=dialect,
         column_keys=list(keys) if keys else None,
         cache_key=cache_key,  # so statements of the same shape can reuse it with their values
-        compile_kwargs={"render_postcompile": expand},
     )
     sql = str(compiled)
     names = tuple(compiled.positiontup or ())
 
-    def bind(name: str) -> Any:  # "x_1_2", the 2nd value of an expanded "x_1", is typed by it
+    @functools.cache
+    def processor_of(name: str) -> Processor:
+        # "x_2", the 2nd value of an expanded "x", is typed by it
         found = compiled.binds.get(name)
-        return found if found is not None else compiled.binds[name.rsplit("_", 1)[0]]
+        bind = found if found is not None else compiled.binds[name.rsplit("_", 1)[0]]
+        return bind.type.dialect_impl(dialect).bind_processor(dialect)
 
-    binds = tuple(bind(name).type.dialect_impl(dialect).bind_processor(dialect) for name in names)
+    binds = tuple(processor_of(name) for name in names)
     defaults = []
     for columns, on_update in (
         (compiled.insert_prefetch, False),
@@ -142,7 +149,10 @@ def compile_statement(
         results = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         )
-    form = CompiledStatement(sql, names, binds, tuple(defaults), returns_rows, row, results)
+    expanding = any(b.expanding for b in compiled.binds.values())
+    form = CompiledStatement(
+        sql, names, binds, tuple(defaults), returns_rows, row, results, expanding, processor_of
+    )
     return compiled, form
 
 
@@ -157,8 +167,7 @@ def _compiled(statement: Any, dialect: Dialect, params: Any) -> tuple[Any, Compi
     """(compiled form, driver form, extracted values) of `statement`, compiled once.
 
     Statements from `bot.db.prepared` are kept by identity. Others are kept by SQLAlchemy's
-    cache key, as SQLAlchemy itself does, with their literal values passed at execution;
-    one with IN (…) of its own values is compiled each time.
+    cache key, as SQLAlchemy itself does, with their literal values passed at execution.
     """
     from bot.db import is_prepared
 
@@ -172,20 +181,17 @@ def _compiled(statement: Any, dialect: Dialect, params: Any) -> tuple[Any, Compi
         return cached[1], cached[2], None
     if is_prepared(statement):
         compiled, form = compile_statement(statement, dialect, keys)
-        if any(b.expanding for b in compiled.binds.values()):
-            raise NotImplementedError("a prepared statement with expanding (IN) parameters")
         _PREPARED_FORMS[key] = (statement, compiled, form)
         return compiled, form, None
     cache_key = statement._generate_cache_key()
     if cache_key is None:  # not cacheable: compiled for this execution only
-        return (*compile_statement(statement, dialect, keys, expand=True), None)
+        return (*compile_statement(statement, dialect, keys), None)
     other_key = (cache_key.key, dialect.name, keys)
     found = _OTHER_FORMS.get(other_key)
     if found is None:
-        found = compile_statement(statement, dialect, keys, cache_key=cache_key)
-        if any(b.expanding for b in found[0].binds.values()):
-            return (*compile_statement(statement, dialect, keys, expand=True), None)
-        _OTHER_FORMS[other_key] = found
+        found = _OTHER_FORMS[other_key] = compile_statement(
+            statement, dialect, keys, cache_key=cache_key
+        )
         if len(_OTHER_FORMS) > OTHER_FORMS_KEPT:
             _OTHER_FORMS.popitem(last=False)
     else:
@@ -248,9 +254,9 @@ class DriverSession:
         compiled, form, extracted = _compiled(statement, self.dialect, params)
         try:
             if isinstance(params, list):
-                rows = [form.parameters(compiled, p, extracted) for p in params]
-                return await self._run_many(form, rows)
-            return await self._run(form, form.parameters(compiled, params or {}, extracted))
+                bound = [form.bind(compiled, p, extracted) for p in params]
+                return await self._run_many(form, bound[0][0], [values for _, values in bound])
+            return await self._run(form, *form.bind(compiled, params or {}, extracted))
         except (sa_exc.SQLAlchemyError, NotImplementedError):
             raise
         except Exception as error:
@@ -268,10 +274,12 @@ class DriverSession:
             "statement, or an AsyncSession (context.services.db) for this operation"
         )
 
-    async def _run(self, form: CompiledStatement, parameters: list[Any]) -> DriverResult:
+    async def _run(self, form: CompiledStatement, sql: str, values: list[Any]) -> DriverResult:
         raise NotImplementedError
 
-    async def _run_many(self, form: CompiledStatement, rows: list[list[Any]]) -> DriverResult:
+    async def _run_many(
+        self, form: CompiledStatement, sql: str, rows: list[list[Any]]
+    ) -> DriverResult:
         raise NotImplementedError
 
     async def _begin(self, *, write: bool) -> None:
@@ -286,15 +294,17 @@ class SqliteDriverSession(DriverSession):
         cursor = sqlite_driver.InlineCursor(self._driver)
         return await cursor._run_waiting(method, sql, parameters)
 
-    async def _run(self, form: CompiledStatement, parameters: list[Any]) -> DriverResult:
-        cursor = await self._statement("execute", form.sql, parameters)
+    async def _run(self, form: CompiledStatement, sql: str, values: list[Any]) -> DriverResult:
+        cursor = await self._statement("execute", sql, values)
         rows = form.rows(cursor._rows) if form.returns_rows else []
         return DriverResult(rows, cursor.rowcount)
 
-    async def _run_many(self, form: CompiledStatement, rows: list[list[Any]]) -> DriverResult:
+    async def _run_many(
+        self, form: CompiledStatement, sql: str, rows: list[list[Any]]
+    ) -> DriverResult:
         if form.returns_rows:
             raise NotImplementedError("executemany with RETURNING")
-        cursor = await self._statement("executemany", form.sql, rows)
+        cursor = await self._statement("executemany", sql, rows)
         return DriverResult([], cursor.rowcount)
 
     async def _begin(self, *, write: bool) -> None:
@@ -310,18 +320,20 @@ _STATUS_COUNT = re.compile(r"(\d+)$")
 class AsyncpgDriverSession(DriverSession):
     _transaction: Any = None
 
-    async def _run(self, form: CompiledStatement, parameters: list[Any]) -> DriverResult:
+    async def _run(self, form: CompiledStatement, sql: str, values: list[Any]) -> DriverResult:
         if form.returns_rows:
-            rows = form.rows(await self._driver.fetch(form.sql, *parameters))
+            rows = form.rows(await self._driver.fetch(sql, *values))
             return DriverResult(rows, len(rows))
-        status = await self._driver.execute(form.sql, *parameters)
+        status = await self._driver.execute(sql, *values)
         found = _STATUS_COUNT.search(status or "")
         return DriverResult([], int(found.group(1)) if found else -1)
 
-    async def _run_many(self, form: CompiledStatement, rows: list[list[Any]]) -> DriverResult:
+    async def _run_many(
+        self, form: CompiledStatement, sql: str, rows: list[list[Any]]
+    ) -> DriverResult:
         if form.returns_rows:
             raise NotImplementedError("executemany with RETURNING")
-        await self._driver.executemany(form.sql, rows)
+        await self._driver.executemany(sql, rows)
         return DriverResult([], -1)
 
     async def _begin(self, *, write: bool) -> None:

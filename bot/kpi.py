@@ -27,8 +27,10 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Float,
+    Integer,
     String,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -41,7 +43,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from bot.activity import MASK_DAYS, local_day
-from bot.db import upsert
+from bot.db import prepared, upsert
+from bot.driver_session import Executor
 from bot.models import Chat, ChatDay, DailyActivity, Member, chat_fk, utc_column
 
 # --- definitions ------------------------------------------------------------------------
@@ -165,7 +168,7 @@ async def day_totals(
     return {row[0]: tuple(row[1:]) for row in rows}  # type: ignore[misc]
 
 
-def _in_window(day: int, width: int) -> ColumnElement[int]:
+def _in_window(day: Any, width: int) -> ColumnElement[int]:
     """1 when the member was active on any of the `width` days ending with `day` (ordinal)."""
     bits = (1 << width) - 1
     return case(
@@ -182,19 +185,28 @@ def _in_window(day: int, width: int) -> ColumnElement[int]:
     )
 
 
+def _one_day_counts(windows: tuple[int, ...]) -> Callable[[str], Any]:
+    def build(dialect: str) -> Any:
+        day = bindparam("day", type_=Integer())
+        return select(*(func.sum(_in_window(day, w)) for w in windows)).where(
+            MEMBER.chat_id == bindparam("chat"), MEMBER.active_day >= day - 29
+        )
+
+    return build
+
+
 async def _one_day_from_state(
-    session: AsyncSession, chat_id: int, day: date, *, with_dau: bool = True
+    session: Executor, chat_id: int, day: date, *, with_dau: bool = True
 ) -> tuple[int, int, int]:
     """(DAU, WAU, MAU) of one day: bit tests per recent roster row, counted in SQL.
 
-    Reports take DAU from the day totals (`with_dau=False` saves a test per row)."""
-    ordinal = day.toordinal()
+    Reports take DAU from the day totals (`with_dau=False` saves a test per row). Prepared
+    once (`bot.db.prepared`): /stats asks for it."""
     windows = (1, 7, 30) if with_dau else (7, 30)
     row = (
         await session.execute(
-            select(*(func.sum(_in_window(ordinal, w)) for w in windows)).where(
-                MEMBER.chat_id == chat_id, MEMBER.active_day >= ordinal - 29
-            )
+            prepared(session, f"kpi.one_day{windows}", _one_day_counts(windows)),
+            {"day": day.toordinal(), "chat": chat_id},
         )
     ).one()
     counts = [int(v or 0) for v in row]

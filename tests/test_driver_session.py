@@ -183,3 +183,15 @@ async def test_statements_built_per_call_use_their_own_values(engine):
             assert found.all() == sorted(u for u in users if u <= 3)
         with pytest.raises(NotImplementedError, match="ORM"):
             await session.execute(select(PointsLedger))
+        prepared_in = prepared(
+            session,
+            "test.driver_in",
+            lambda d: (
+                select(LEDGER.c.amount)
+                .where(LEDGER.c.user_id.in_(bindparam("users", expanding=True)))
+                .order_by(LEDGER.c.amount)
+            ),
+        )
+        for users in ([2], [3, 1], [1, 2, 3, 4]):
+            found = await session.scalars(prepared_in, {"users": users})
+            assert found.all() == sorted(u * 10 for u in users if u <= 3)
