@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.util import greenlet_spawn
 
 from bot import sqlite_driver
 
@@ -365,8 +366,8 @@ async def driver_session(
     read-only transaction.
     """
     kind = SqliteDriverSession if engine.dialect.name == "sqlite" else AsyncpgDriverSession
-    async with engine.connect() as connection:
-        pooled = await connection.get_raw_connection()
+    pooled = await engine.raw_connection()  # the pool's checkout, without a Connection
+    try:
         session = kind(engine, pooled.driver_connection)
         try:
             await session._begin(write=write)
@@ -383,6 +384,8 @@ async def driver_session(
             await session._end(commit=True)
         except Exception as error:
             raise _translate(error, "COMMIT", None) from error
+    finally:
+        await greenlet_spawn(pooled.close)  # back to the pool (which may talk to the driver)
 
 
 Executor = AsyncSession | DriverSession  # what hot-path functions accept as `session`
