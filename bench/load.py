@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import gc
 import json
 import os
@@ -47,7 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import func, select  # noqa: E402
-from telegram import Update  # noqa: E402
+from telegram import ChatMember, Message, Update  # noqa: E402
 from telegram.ext import ApplicationBuilder, TypeHandler  # noqa: E402
 
 from bot.app import build_app, startup, stop  # noqa: E402
@@ -240,6 +241,8 @@ class Run:
     cpu: float = 0.0  # process CPU seconds (all threads) from the first update to the end
     rows: dict[str, int] = field(default_factory=dict)
     calls: int = 0
+    # (SQLite runs) each update's Bot API calls, for the bare Application to make too
+    replay: dict[int, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -266,6 +269,7 @@ async def drive(app: Any, work: Workload, window: int, rate: float | None = None
     errors: list[BaseException] = []
 
     async def one(update: Update, kind: str, entered: float) -> None:
+        UPDATE_ID.set(update.update_id)  # Bot API calls made from here on are for it
         try:
             await processor.process_update(update, app.process_update(update))
         except BaseException as exc:  # noqa: BLE001 - reported after the run
@@ -303,9 +307,56 @@ async def drive(app: Any, work: Workload, window: int, rate: float | None = None
     return run
 
 
-async def run_bare(work: Workload, window: int, rate: float | None = None) -> Run:
+UPDATE_ID: contextvars.ContextVar[int] = contextvars.ContextVar("update_id", default=0)
+
+
+class AttributingRequest(RecordingRequest):
+    """RecordingRequest that also notes which update each call was made for (0: none)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.made_for: list[int] = []
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        before = len(self.calls)
+        answer = await super().do_request(*args, **kwargs)
+        if len(self.calls) > before:
+            self.made_for.append(UPDATE_ID.get())
+        return answer
+
+    def by_update(
+        self, first: int, end: int, last_update_id: int
+    ) -> dict[int, list[tuple[str, dict[str, Any]]]]:
+        """Each update's calls among calls[first:end]; those of no update (jobs) go with the
+        last one."""
+        calls: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        for update_id, call in zip(self.made_for[first:end], self.calls[first:end], strict=True):
+            calls.setdefault(update_id or last_update_id, []).append((call.method, call.params))
+        return calls
+
+
+RETURNS: dict[str, Any] = {"getChatMember": ChatMember}  # else Message for send*/edit*
+
+
+async def run_bare(
+    work: Workload,
+    window: int,
+    rate: float | None = None,
+    calls: dict[int, list[tuple[str, dict[str, Any]]]] | None = None,
+) -> Run:
+    """The bare Application; with `calls`, its handler makes, for each update, the Bot API
+    calls the full bot made for it (the framework's share of the bot's work)."""
+
     async def trivial(update: Update, context: Any) -> None:
-        return None
+        if calls is None:
+            return
+        bot = context.bot
+        for method, params in calls.get(update.update_id, ()):
+            # Bot._post is what send_message & co. end in (do_api_request warns for them)
+            result = await bot._post(method, api_kwargs=dict(params))
+            returns = RETURNS.get(method, Message if method[:4] in ("send", "edit") else None)
+            if returns is not None and not isinstance(result, bool):
+                returns.de_json(result, bot)
 
     app = (
         ApplicationBuilder()
@@ -390,7 +441,7 @@ async def serve(
     measured (latency under a load the process can sustain).
     """
     engine = create_engine(url)
-    request = RecordingRequest()
+    request = AttributingRequest()
     app = build_app(
         bench_settings(url, content), engine=engine, request=request, rate_limiter=False
     )
@@ -404,17 +455,21 @@ async def serve(
         if ready is not None:
             await ready()
         activity = app.bot_data["services"].activity
+        first_call = len(request.calls)
         began, cpu = time.perf_counter(), time.process_time()
         run = await drive(app, work, window)
         await activity.flush()  # the buffered activity's write is part of the cost
         run.seconds = time.perf_counter() - began
         run.cpu = time.process_time() - cpu
         run.ended = run.began + run.seconds
+        run.calls = len(request.calls) - first_call
+        if work.raw:
+            last_id = json.loads(work.raw[-1])["update_id"]
+            run.replay = request.by_update(first_call, len(request.calls), last_id)
         paced_run = await drive(app, paced, window, rate=run.rate * load_share)
         await stop(app)
         await app.stop()
     await engine.dispose()
-    run.calls = len(request.calls)
     if request.violations:
         raise SystemExit(f"Bot API contract violations: {request.violations[:3]}")
     return run, paced_run
@@ -471,6 +526,7 @@ async def worker(shard_file: str, url: str, window: int, content: str, share: fl
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
     run, paced_run = await serve(url, work, paced, window, content, share, ready, warmup)
+    run.replay = {}  # only the SQLite run's calls are replayed
     print(json.dumps([run.__dict__, paced_run.__dict__]), flush=True)
 
 
@@ -689,7 +745,7 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
         print(profiler.output_text(unicode=True, show_all=False))
         return
 
-    results: dict[str, list[Run]] = {"bare": [], "sqlite": [], "pg": []}
+    results: dict[str, list[Run]] = {"bare": [], "calls": [], "sqlite": [], "pg": []}
     paced_results: dict[str, list[Run]] = {"bare": [], "sqlite": [], "pg": []}
     notes: dict[str, str] = {}
     await run_bare(work.split(3000)[0], args.window)  # warm-up
@@ -704,9 +760,14 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
                 url, work, paced, args.window, content, args.load_share, warmup=warmup
             )
             total, top = written(before, await count_rows(url))
-            notes["sqlite"] = f"rows written {total:,} ({top}); Bot API calls {run.calls:,}"
+            notes["sqlite"] = (
+                f"rows written {total:,} (the warm-up's included: {top}); "
+                f"Bot API calls {run.calls:,}"
+            )
             results["sqlite"].append(run)
             paced_results["sqlite"].append(paced_run)
+            if "bare" in only:  # the framework's share: the same updates and the same calls
+                results["calls"].append(await run_bare(work, args.window, calls=run.replay))
             if "bare" in only:  # the machine's floor at the same rate
                 rate = paced_run.updates / paced_run.seconds
                 paced_results["bare"].append(await run_bare(paced, args.window, rate))
@@ -726,7 +787,10 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
                     warmup,
                 )
                 total, top = written(before, await count_rows(url))
-                notes["pg"] = f"rows written {total:,} ({top}); Bot API calls {run.calls:,}"
+                notes["pg"] = (
+                    f"rows written {total:,} (the warm-up's included: {top}); "
+                    f"Bot API calls {run.calls:,}"
+                )
                 results["pg"].append(run)
                 paced_results["pg"].append(paced_run)
             finally:
@@ -735,6 +799,7 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
 
     labels = {
         "bare": "(a) bare PTB, trivial handler",
+        "calls": "(a') bare PTB + the bot's API calls",
         "sqlite": "(b) full bot, 1 process, SQLite",
         "pg": f"(c) full bot, {args.processes} processes, PostgreSQL",
     }
@@ -761,6 +826,15 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
             f"full (SQLite) / bare throughput: median {statistics.median(ratios):.2f} "
             f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}; target ≥ {TARGETS['ratio']}); "
             f"by CPU time per update: {statistics.median(by_cpu):.2f}"
+        )
+    if results["calls"] and results["sqlite"]:
+        pairs = list(zip(results["sqlite"], results["calls"], results["bare"], strict=True))
+        ceilings = [calls.rate / bare.rate for _, calls, bare in pairs]
+        ratios = [full.rate / calls.rate for full, calls, _ in pairs]
+        print(
+            "bare + the bot's API calls / bare (the most a bot making these calls can reach): "
+            f"median {statistics.median(ceilings):.2f}; full (SQLite) / (bare + its calls): "
+            f"median {statistics.median(ratios):.2f}"
         )
     if results["bare"] and results["pg"]:
         ratios = [
