@@ -19,6 +19,7 @@ from sqlmodel import Field, SQLModel
 
 from bot.cluster import claimed_by_stopped_process
 from bot.db import insert_for, prepared, upsert
+from bot.driver_session import Executor
 from bot.models import chat_fk, utc_column
 from bot.timeparse import parse_duration
 
@@ -202,7 +203,7 @@ def _join_features(dialect: str) -> Any:
     )
 
 
-async def join_features_on(session: AsyncSession, chat_id: int) -> bool:
+async def join_features_on(session: Executor, chat_id: int) -> bool:
     """Whether the join check or the welcome is on in the group: one prepared read, so a
     join in a group with neither (most groups) loads no settings."""
     row = (
@@ -220,7 +221,7 @@ def _newcomer_state(dialect: str) -> Any:
     )
 
 
-async def newcomer_state(session: AsyncSession, chat_id: int, user_id: int) -> Any:
+async def newcomer_state(session: Executor, chat_id: int, user_id: int) -> Any:
     """The state and join time of a member's latest join (None: never seen joining)."""
     return (
         await session.execute(

@@ -386,9 +386,10 @@ async def handle_join(
         return
     info = await group_info(update, context)
     services = context.services
-    async with services.db() as session:
+    async with services.hot(write=False) as session:  # most groups have neither feature on
         if not await domain.join_features_on(session, info.id):
             return
+    async with services.db() as session:
         check = await domain.check_settings(session, info.id)
         welcome = await domain.welcome_settings(session, info.id)
     if not check.enabled and not welcome.enabled:
@@ -482,8 +483,12 @@ async def start_check(
 async def handle_leave(context: BotContext, chat_id: int, user_id: int) -> None:
     """A newcomer left before answering: drop their check and its message."""
     services = context.services
-    async with services.db.begin() as session:
+    async with services.hot(write=False) as session:  # nearly every leave: not a newcomer
         row = await domain.newcomer_state(session, chat_id, user_id)
+    if row is None or row.state != "pending":
+        return
+    async with services.db.begin() as session:
+        row = await domain.newcomer_state(session, chat_id, user_id)  # again, to write
         if row is None or row.state != "pending":
             return
         done = await domain.conclude_check(
