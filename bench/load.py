@@ -263,6 +263,14 @@ async def drive(app: Any, work: Workload, window: int, rate: float | None = None
     bot = app.bot
     processor = app.update_processor
     loads, de_json, clock = json.loads, Update.de_json, time.perf_counter
+    # long polling's inbox (bot.inbox), fed as InboxRequest feeds it: each getUpdates answer
+    # of 100 updates is noted, and written before the next getUpdates confirms it
+    services = app.bot_data.get("services")
+    inbox = services.inbox if services is not None else None
+    answers = {
+        at: b'{"ok":true,"result":[' + b",".join(work.raw[at : at + 100]) + b"]}"
+        for at in range(0, len(work.raw), 100)
+    }
     slots = asyncio.Semaphore(window)
     latencies: list[float] = []
     kinds: list[str] = []
@@ -293,12 +301,17 @@ async def drive(app: Any, work: Workload, window: int, rate: float | None = None
             if arrival - clock() > 0.001:
                 await asyncio.sleep(arrival - clock())
             arrival = min(arrival, clock())  # early by < 1 ms: count from now
+        if inbox is not None and index % 100 == 0:
+            await inbox.store()  # the next getUpdates
+            inbox.fetched(answers[index])  # its answer
         update = de_json(loads(raw), bot)
         task = asyncio.create_task(one(update, kind, arrival))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     while tasks:
         await asyncio.gather(*list(tasks))
+    if inbox is not None:
+        await inbox.store()  # the getUpdates after the last batch
     seconds = clock() - began
     if errors:
         raise RuntimeError(f"{len(errors)} updates failed, first: {errors[0]!r}")
@@ -434,6 +447,7 @@ async def serve(
     load_share: float,
     ready: Callable[[], Any] | None = None,
     warmup: Workload | None = None,
+    inbox: bool = True,
 ) -> tuple[Run, Run]:
     """The whole bot as `community-bot run` builds it (minus the network and rate limiter).
 
@@ -443,7 +457,11 @@ async def serve(
     engine = create_engine(url)
     request = AttributingRequest()
     app = build_app(
-        bench_settings(url, content), engine=engine, request=request, rate_limiter=False
+        bench_settings(url, content),
+        engine=engine,
+        request=request,
+        rate_limiter=False,
+        inbox=inbox,  # long polling's (bot.inbox); webhook processes have none
     )
     async with app:
         await startup(app)  # what post_init does: caches, the activity flusher, jobs
@@ -459,6 +477,8 @@ async def serve(
         began, cpu = time.perf_counter(), time.process_time()
         run = await drive(app, work, window)
         await activity.flush()  # the buffered activity's write is part of the cost
+        if app.bot_data["services"].inbox is not None:
+            await app.bot_data["services"].inbox.forget_handled()  # and the inbox's
         run.seconds = time.perf_counter() - began
         run.cpu = time.process_time() - cpu
         run.ended = run.began + run.seconds
@@ -525,7 +545,10 @@ async def worker(shard_file: str, url: str, window: int, content: str, share: fl
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
-    run, paced_run = await serve(url, work, paced, window, content, share, ready, warmup)
+    # as a webhook process: no inbox (bot.inbox is long polling's)
+    run, paced_run = await serve(
+        url, work, paced, window, content, share, ready, warmup, inbox=False
+    )
     run.replay = {}  # only the SQLite run's calls are replayed
     print(json.dumps([run.__dict__, paced_run.__dict__]), flush=True)
 
@@ -674,6 +697,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--only", choices=["bare", "sqlite", "pg"], action="append")
     parser.add_argument("--kinds", help="keep only these kinds, e.g. text or checkin,join")
     parser.add_argument("--profile", action="store_true", help="pyinstrument, one SQLite run")
+    parser.add_argument(
+        "--without-inbox", action="store_true", help="SQLite run without long polling's inbox"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--db-url", help=argparse.SUPPRESS)
     parser.add_argument("--content", help=argparse.SUPPRESS)
@@ -757,7 +783,14 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
             await prepared(url)
             before = await count_rows(url)
             run, paced_run = await serve(
-                url, work, paced, args.window, content, args.load_share, warmup=warmup
+                url,
+                work,
+                paced,
+                args.window,
+                content,
+                args.load_share,
+                warmup=warmup,
+                inbox=not args.without_inbox,
             )
             total, top = written(before, await count_rows(url))
             notes["sqlite"] = (

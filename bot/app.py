@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import Update
 from telegram.constants import ParseMode
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults
-from telegram.request import BaseRequest
+from telegram.request import BaseRequest, HTTPXRequest
 
 import bot.schema  # noqa: F401  (every table, and the calendar post kinds features register)
 from bot.activity import ActivityRecorder
@@ -22,6 +22,7 @@ from bot.chats import ChatDirectory
 from bot.cluster import UpdateLog
 from bot.commands import CommandSpec, publish_commands
 from bot.db import create_engine, make_sessionmaker
+from bot.inbox import InboxRequest, UpdateInbox
 from bot.operators import OperatorCheck
 from bot.opt_outs import OptOuts, opt_out_key
 from bot.sending import ChatRateLimiter
@@ -138,12 +139,15 @@ def build_app(
     rate_limiter: bool = True,
     concurrent: bool = True,
     dedupe: bool | None = None,
+    inbox: bool | None = None,
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     """Build the Application with every feature registered and services in bot_data.
 
     Tests pass a recording `request`, an `engine` on a temporary database and a `clock`;
     the CLI passes nothing but settings. `dedupe` (default: in webhook mode) drops updates
     whose id any process has already received (bot.cluster.UpdateLog); it needs `concurrent`.
+    `inbox` (default: in polling mode) keeps fetched updates in the database until they are
+    handled, so a killed process loses none (bot.inbox); it needs `concurrent` too.
     """
     engine = engine or create_engine(settings.database_url)
     db = make_sessionmaker(engine)
@@ -177,15 +181,27 @@ def build_app(
     if settings.telegram_api_base_url:
         base = settings.telegram_api_base_url
         builder = builder.base_url(base).base_file_url(_file_base_url(base))
+    if inbox is None:
+        inbox = settings.webhook_url is None
+    update_inbox = UpdateInbox(engine, clock) if inbox and concurrent else None
+    services.inbox = update_inbox
     if request is not None:
-        builder = builder.request(request).get_updates_request(request)
+        builder = builder.request(request)
+    if update_inbox is not None:
+        # PTB's own choice for getUpdates (one connection), wrapped to keep what it fetches
+        polling = request or HTTPXRequest(connection_pool_size=1)
+        builder = builder.get_updates_request(InboxRequest(polling, update_inbox))
+    elif request is not None:
+        builder = builder.get_updates_request(request)
     if rate_limiter:
         builder = builder.rate_limiter(ChatRateLimiter(max_retries=3))
     if dedupe is None:
         dedupe = settings.webhook_url is not None
     if concurrent:
         seen = UpdateLog(db, clock) if dedupe else None
-        builder = builder.concurrent_updates(ChatOrderedUpdateProcessor(seen=seen))
+        builder = builder.concurrent_updates(
+            ChatOrderedUpdateProcessor(seen=seen, inbox=update_inbox)
+        )
     app = builder.build()
 
     app.bot_data[SERVICES_KEY] = services
@@ -212,6 +228,13 @@ async def startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         hook = getattr(feature, "on_startup", None)
         if hook is not None:
             await hook(app)
+    if services.inbox is not None:  # what a killed process fetched and did not handle: first
+        left = await services.inbox.leftovers(app.bot)
+        for update in left:
+            await app.update_queue.put(update)
+        if left:
+            log.warning("handling %d update(s) left by the previous process", len(left))
+        services.inbox.start()
 
 
 async def stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
@@ -222,6 +245,8 @@ async def stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         if hook is not None:
             await hook(app)
     await services.activity.stop()
+    if services.inbox is not None:
+        await services.inbox.stop()
 
 
 async def shutdown(app: Application[Any, Any, Any, Any, Any, Any]) -> None:

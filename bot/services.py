@@ -15,6 +15,7 @@ from telegram.ext import Application, CallbackContext, ExtBot
 from bot.activity import ActivityRecorder
 from bot.chats import ChatDirectory
 from bot.driver_session import DriverSession, driver_session
+from bot.inbox import UpdateInbox
 from bot.operators import OperatorCheck
 from bot.opt_outs import OptOuts
 from bot.settings import Settings
@@ -38,6 +39,7 @@ class Services:
     clock: Callable[[], datetime] = system_clock
     bot_sees_all_messages: bool = False  # privacy mode off (from getMe at start-up)
     extras: dict[str, Any] = field(default_factory=dict)  # feature services by name
+    inbox: UpdateInbox | None = None  # long polling: fetched updates kept until handled
     # This process's name in claims and heartbeats (bot.cluster): unique per run.
     process_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 

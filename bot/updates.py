@@ -18,6 +18,7 @@ from telegram import Update
 from telegram.ext import BaseHandler, BaseUpdateProcessor, CommandHandler
 
 from bot.cluster import UpdateLog
+from bot.inbox import UpdateInbox
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,27 @@ class ChatOrderedUpdateProcessor(BaseUpdateProcessor):
     """
 
     def __init__(
-        self, max_concurrent_updates: int = 256, *, seen: UpdateLog | None = None
+        self,
+        max_concurrent_updates: int = 256,
+        *,
+        seen: UpdateLog | None = None,
+        inbox: UpdateInbox | None = None,
     ) -> None:
         super().__init__(max_concurrent_updates)
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
         self.seen = seen
+        self.inbox = inbox
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        if self.inbox is None or not isinstance(update, Update):
+            await self._in_order(update, coroutine)
+            return
+        try:
+            await self._in_order(update, coroutine)
+        finally:
+            self.inbox.handled(update.update_id)  # (bot.inbox: not handled again at restart)
+
+    async def _in_order(self, update: object, coroutine: Awaitable[Any]) -> None:
         if self.seen is not None and isinstance(update, Update):
             first = self.seen.ask(update.update_id)
             coroutine = _unless_seen(update.update_id, first, coroutine)

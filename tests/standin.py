@@ -193,8 +193,9 @@ class BotApiStandIn:
         if method == "getUpdates":
             offset = int(params.get("offset") or 0)
             with self._lock:
+                # as Telegram: an offset confirms every update before it, for good
                 self.acknowledged = max(self.acknowledged, offset - 1)
-                pending = [u for u in self.updates if u["update_id"] >= offset]
+                pending = [u for u in self.updates if u["update_id"] > self.acknowledged]
             if not pending:
                 time.sleep(0.05)
             return {"ok": True, "result": pending[:100]}

@@ -1,0 +1,149 @@
+"""Long polling keeps what it fetched until it is handled (bot/inbox.py): a process killed
+with updates in flight loses none of them — the next one handles them first."""
+
+from __future__ import annotations
+
+import json
+import signal
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from bot.db import make_sessionmaker, upgrade_database_async
+from bot.inbox import InboxUpdate, UpdateInbox
+from tests import factories as f
+from tests.conftest import TEST_TOKEN, FakeClock, both_databases
+from tests.standin import BotApiStandIn
+from tests.test_faults import ADMIN, MEMBERS, A, BotProcess, in_process, is_text, join, query
+
+DONE = "checked in — #"  # the first answer to a check-in (bot/locales/en/checkins.yaml)
+ALREADY = "already checked in"
+
+
+@pytest.fixture
+def settings(settings, tmp_path):
+    return settings.model_copy(update={"content_dir": str(tmp_path / "content")})
+
+
+def replies(api: BotApiStandIn, words: str) -> list[str]:
+    return [p["text"] for p in api.of("sendMessage", A["id"]) if words in str(p["text"])]
+
+
+async def test_updates_fetched_but_not_handled_survive_a_kill_9(settings, tmp_path):
+    """Six check-ins arrive in one getUpdates batch. The first one's answer hangs in Telegram,
+    so the other five wait behind it (one chat is handled in order) — and Telegram has been
+    told they arrived. SIGKILL. The next process handles the five, and the first one again
+    (it had not finished): every member is checked in once, with one point award each."""
+    path = tmp_path / "bot.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await upgrade_database_async(url)
+    (tmp_path / "content").mkdir()
+    settings = settings.model_copy(update={"database_url": url})
+    real = datetime.now(UTC).replace(microsecond=0)
+    async with in_process(settings, url, lambda: real) as tg:
+        await join(tg, A)
+    checkins = [f.message(A, member, "签到", date=real) for member in MEMBERS]
+
+    with BotApiStandIn(TEST_TOKEN) as api:
+        api.answers.set_admins(A["id"], ADMIN)
+        answering = api.hold(lambda m, p: is_text(m, p, A["id"], DONE))
+        api.updates.extend(checkins)
+        first = BotProcess(api, tmp_path, url, "p1")
+        first.wait_for(
+            lambda: answering.is_set() and api.acknowledged >= checkins[-1]["update_id"]
+        )
+        waiting = query(path, "select update_id from update_inbox order by update_id")
+        first.kill()
+        api.release()
+        # Telegram was told about all six; the five not handled are in the inbox (and the first,
+        # whose handler had not finished)
+        handled = query(path, "select count(*) from checkin")
+        assert handled == [(1,)]
+        assert [u for (u,) in waiting] == [c["update_id"] for c in checkins]
+
+        second = BotProcess(api, tmp_path, url, "p2")
+
+        def settled() -> tuple[object, ...]:
+            return (
+                query(path, "select count(*) from checkin"),
+                query(path, "select count(*) from update_inbox"),
+                len(replies(api, DONE)),
+            )
+
+        second.wait_for(lambda: settled() == ([(6,)], [(0,)], 6), why=settled)
+        second.kill()
+        assert not api.violations, api.violations
+
+    assert len(replies(api, DONE)) == 6  # one "checked in" per member, never two
+    assert len(replies(api, ALREADY)) == 1  # the first one, handled again: "already"
+    ledger = query(path, "select user_id, sum(amount) from points_ledger group by user_id")
+    balances = query(path, "select user_id, points from points_balance")
+    assert sorted(ledger) == sorted(balances)
+    assert len(ledger) == 6
+    assert query(path, "select count(*) from checkin group by user_id having count(*) > 1") == []
+
+
+async def test_a_process_that_handled_everything_leaves_nothing_to_replay(settings, tmp_path):
+    """Handled updates leave the inbox within a second, so a later start replays nothing and
+    nothing is counted twice."""
+    path = tmp_path / "bot.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await upgrade_database_async(url)
+    (tmp_path / "content").mkdir()
+    settings = settings.model_copy(update={"database_url": url})
+    real = datetime.now(UTC).replace(microsecond=0)
+    async with in_process(settings, url, lambda: real) as tg:
+        await join(tg, A)
+    chatter = [f.message(A, m, f"hi {i}", date=real) for m in MEMBERS for i in range(5)]
+
+    def counted() -> tuple[object, ...]:
+        return (
+            query(path, "select sum(messages) from daily_activity"),
+            query(path, "select count(*) from update_inbox"),
+        )
+
+    with BotApiStandIn(TEST_TOKEN) as api:
+        api.answers.set_admins(A["id"], ADMIN)
+        api.updates.extend(chatter)
+        first = BotProcess(api, tmp_path, url, "p1")
+        first.wait_for(lambda: counted() == ([(len(chatter),)], [(0,)]), why=counted)
+        first.kill()
+        polls = len(api.of("getUpdates"))
+        second = BotProcess(api, tmp_path, url, "p2")  # Telegram has nothing new for it
+        second.wait_for(lambda: len(api.of("getUpdates")) >= polls + 3)  # started, polling
+        assert counted() == ([(len(chatter),)], [(0,)])  # nothing was handled again
+        more = [f.message(A, m, "bye", date=real) for m in MEMBERS]
+        api.updates.extend(more)
+        second.wait_for(lambda: api.acknowledged >= more[-1]["update_id"])
+        second.process.send_signal(signal.SIGTERM)  # a graceful stop handles what it has
+        assert second.process.wait(timeout=30) == 0, second.log.read_text()
+    assert counted() == ([(len(chatter) + len(more),)], [(0,)])
+
+
+@both_databases
+async def test_inbox_bookkeeping(engine):
+    """What is written, deleted and handed back, on both databases (no process needed)."""
+    clock = FakeClock()
+    updates = [f.message(A, MEMBERS[0], f"m{i}", date=clock()) for i in range(4)]
+    inbox = UpdateInbox(engine, clock)
+    inbox.fetched(json.dumps({"ok": True, "result": updates[:3]}).encode())
+    inbox.handled(updates[0]["update_id"])  # handled before it was written: never written
+    await inbox.store()
+    inbox.fetched(json.dumps({"ok": True, "result": updates[3:]}).encode())
+    inbox.handled(updates[1]["update_id"])
+    await inbox.store()  # the next getUpdates: writes the 4th, deletes the 2nd
+
+    async with make_sessionmaker(engine)() as session:
+        stored = (await session.scalars(select(InboxUpdate.update_id))).all()
+    assert sorted(stored) == [updates[2]["update_id"], updates[3]["update_id"]]
+
+    after_restart = UpdateInbox(engine, clock)
+    left = await after_restart.leftovers(None)
+    assert [u.update_id for u in left] == sorted(stored)
+    assert [u.message.text for u in left] == ["m2", "m3"]
+    for update in left:
+        after_restart.handled(update.update_id)
+    await after_restart.stop()  # the handled ones go
+    async with make_sessionmaker(engine)() as session:
+        assert (await session.scalars(select(InboxUpdate.update_id))).all() == []
