@@ -252,6 +252,8 @@ class DriverSession:
         return self._engine.sync_engine
 
     async def execute(self, statement: Any, params: Any = None) -> DriverResult:
+        if isinstance(params, list) and not params:
+            return DriverResult([], 0)  # executemany of nothing
         compiled, form, extracted = _compiled(statement, self.dialect, params)
         try:
             if isinstance(params, list):

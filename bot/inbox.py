@@ -13,6 +13,8 @@ handled first. So an update is handled at least once: one that was handled just 
 kill (and not yet deleted) is handled again. The handlers that matter are idempotent (a
 check-in, entry, vote, join or leave is recorded once — the second answer to a check-in says
 "already checked in"); a replayed text message may count twice in that second's activity.
+If the process died before Telegram got the getUpdates that confirms a batch, Telegram sends
+it again: copies of the updates being replayed are dropped (`redelivered`).
 
 Webhook mode does not use it: there Telegram redelivers until it gets an answer, and
 `bot.cluster.UpdateLog` drops what another process already received (docs/deploy.md).
@@ -85,6 +87,8 @@ class UpdateInbox:
         self._fetched: dict[int, str] = {}  # update_id → JSON, not written yet
         self._stored: set[int] = set()  # written, not handled yet
         self._handled: list[int] = []  # written and handled: to delete
+        self._replayed: set[int] = set()  # left by the previous process, handled by this one
+        self._redelivered: set[int] = set()  # replayed ones Telegram sent again: skip them
         self._writing = asyncio.Lock()
         self._deleter: asyncio.Task[None] | None = None
 
@@ -96,7 +100,18 @@ class UpdateInbox:
             return  # PTB reports a malformed answer itself
         for update in answer.get("result") or ():
             if isinstance(update, dict) and isinstance(update.get("update_id"), int):
-                self._fetched[update["update_id"]] = json.dumps(update, ensure_ascii=False)
+                update_id = update["update_id"]
+                if update_id in self._replayed:  # the process died before confirming it
+                    self._redelivered.add(update_id)
+                else:
+                    self._fetched[update_id] = json.dumps(update, ensure_ascii=False)
+
+    def redelivered(self, update_id: int) -> bool:
+        """Whether this is a second copy of a replayed update (then it is not handled)."""
+        if update_id in self._redelivered:
+            self._redelivered.discard(update_id)
+            return True
+        return False
 
     def handled(self, update_id: int) -> None:
         """Its handlers ran (or failed): it must not be handled again after a restart."""
@@ -155,6 +170,7 @@ class UpdateInbox:
         updates = []
         for update_id, payload in rows:
             self._stored.add(update_id)
+            self._replayed.add(update_id)
             updates.append(Update.de_json(json.loads(payload), bot))
         return updates
 

@@ -57,6 +57,9 @@ class ChatOrderedUpdateProcessor(BaseUpdateProcessor):
         if self.inbox is None or not isinstance(update, Update):
             await self._in_order(update, coroutine)
             return
+        if self.inbox.redelivered(update.update_id):  # replayed from the inbox already
+            coroutine.close()  # type: ignore[attr-defined]
+            return
         try:
             await self._in_order(update, coroutine)
         finally:

@@ -142,6 +142,11 @@ async def test_inbox_bookkeeping(engine):
     left = await after_restart.leftovers(None)
     assert [u.update_id for u in left] == sorted(stored)
     assert [u.message.text for u in left] == ["m2", "m3"]
+    # the previous process died before confirming them: Telegram sends them again, once
+    after_restart.fetched(json.dumps({"ok": True, "result": updates[2:]}).encode())
+    assert [after_restart.redelivered(u["update_id"]) for u in updates[2:]] == [True, True]
+    assert after_restart.redelivered(updates[2]["update_id"]) is False
+    await after_restart.store()  # nothing new to write
     for update in left:
         after_restart.handled(update.update_id)
     await after_restart.stop()  # the handled ones go
