@@ -8,19 +8,25 @@ opens a lottery and posts a poll in the busiest groups, so presses and answers h
 
 Then, in each round, the same `--updates` updates are driven through
   (a) a bare PTB Application (one trivial handler for every update),
-  (b) the full bot, one process on SQLite,
+  (a') the same, its handler making exactly the Bot API calls the full bot made for each
+      update in (b) — PTB's share of the bot's work, the ceiling of (b)/(a),
+  (b) the full bot, one process on SQLite, as in long polling (its inbox, bot/inbox.py, fed
+      per getUpdates batch of 100; `--without-inbox` leaves it out),
   (c) the full bot, two OS processes on one PostgreSQL database (`--pg-url`), each taking
       the updates of half of the groups (split by chat, so every chat's order holds),
-      started together; throughput is all updates over the wall time of both,
+      started together, as webhook processes (no inbox); throughput is all updates over the
+      wall time of both,
 the way the running bot handles them: JSON parsing, `Update.de_json`, then PTB's concurrent
 path (`update_processor.process_update(update, app.process_update(update))` in a task, as
 `Application`'s update fetcher does), with at most `--window` updates in flight (default
 100, one getUpdates batch). Latency is per update, from entering the update processor to
 the end of its handlers (blocking handlers; the chat's ordering lock wait included).
 Every Bot API call is answered locally (tests/recording.py), without the rate limiter.
+Both applications are warmed first with one message from every group (not timed).
 
     python bench/load.py [--updates 50000] [--groups 1000] [--rounds 3] [--pg-url URL|none]
-    python bench/load.py --profile full   # pyinstrument profile of one full SQLite run
+    python bench/load.py --profile        # pyinstrument profile of one full SQLite run
+    python bench/load.py --kinds checkin  # one kind of update only
 """
 
 from __future__ import annotations
