@@ -122,6 +122,7 @@ DECISIONS: dict[tuple[str, str], Rule] = {
     ("lottery_entry", "user_id"): Rule.PSEUDONYM,  # open lotteries: the entry is withdrawn
     ("lottery_entry", "name"): Rule.BLANK,
     ("lottery_entry", "username"): Rule.BLANK,
+    ("lottery_form", "user_id"): Rule.DELETE,  # an operator's unfinished /lottery form
     # moderation history stays as a pseudonymous record; names and own words go
     ("mod_log", "target_id"): Rule.PSEUDONYM,
     ("mod_log", "target_name"): Rule.BLANK,

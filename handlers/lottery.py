@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from telegram import CallbackQuery, InputFile, Message, ReactionTypeEmoji, Update, User
@@ -36,6 +36,7 @@ from bot.lottery import (
     KeywordIndex,
     Lottery,
     LotteryEntry,
+    LotterySpec,
     Refusal,
     Reroll,
     SpecError,
@@ -58,6 +59,7 @@ from bot.sending import send_text
 from bot.services import BotContext
 from bot.text import escape
 from handlers import COMMANDS as COMMAND_GROUP
+from handlers import lottery_form
 from handlers.common import (
     Target,
     group_info,
@@ -67,6 +69,7 @@ from handlers.common import (
     resolve_target,
     sent_as_group_admin,
 )
+from handlers.lottery_form import open_form
 from schedules.lottery import (
     LIST_WHEN,
     describe_duration,
@@ -354,10 +357,10 @@ def command_text(message: Message | None) -> str:
 @operator_command
 async def lottery_command(update: Update, context: BotContext, target: Target) -> None:
     """/lottery PRIZE | winners N | draw in 2h | …: start a lottery in the group."""
-    services, lang, app = context.services, target.lang, context.application
+    services, lang = context.services, target.lang
     text = command_text(update.effective_message)
-    if not text:
-        await reply(update, t(lang, "lottery.usage") + "\n\n" + t(lang, "lottery.examples"))
+    if not text:  # the guided form (handlers/lottery_form.py)
+        await open_form(update, context, target)
         return
     now = services.clock()
     try:
@@ -367,6 +370,14 @@ async def lottery_command(update: Update, context: BotContext, target: Target) -
         detail = t(lang, f"lottery.err_{error.key}", **values)
         await reply(update, f"{detail}\n\n{t(lang, 'lottery.examples')}")
         return
+    await publish_lottery(update, context, target, spec, now=now)
+
+
+async def publish_lottery(
+    update: Update, context: BotContext, target: Target, spec: LotterySpec, *, now: datetime
+) -> None:
+    """Create the lottery and post it in the group (the one-line command and the form)."""
+    services, lang, app = context.services, target.lang, context.application
     runtime = runtime_of(app)
     async with services.db.begin() as session:
         lottery = await create_lottery(
@@ -650,3 +661,4 @@ def register(app: Application) -> None:
         group=COMMAND_GROUP,
     )
     app.add_handler(MessageHandler(LotteryKeyword(runtime.keywords), on_keyword), KEYWORD_GROUP)
+    lottery_form.register(app)

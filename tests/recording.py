@@ -351,7 +351,12 @@ class RecordingRequest(BaseRequest):
         }
 
     def _answer_sendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
-        extra = {"reply_markup": params["reply_markup"]} if "reply_markup" in params else {}
+        markup = params.get("reply_markup")
+        if isinstance(markup, str):
+            markup = json.loads(markup)
+        # Telegram returns a message's inline keyboard; a reply keyboard or force_reply is not
+        # part of the message
+        extra = {"reply_markup": markup} if markup and "inline_keyboard" in markup else {}
         return self.message(params, text=visible_text(params["text"]), **extra)
 
     def _answer_editMessageText(self, params: dict[str, Any]) -> Any:
