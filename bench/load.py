@@ -805,9 +805,10 @@ async def main(args: argparse.Namespace, scratch: str) -> None:
             )
             results["sqlite"].append(run)
             paced_results["sqlite"].append(paced_run)
-            if "bare" in only:  # the framework's share: the same updates and the same calls
+            if "bare" in only:
+                # the framework's share: the same updates and the same calls
                 results["calls"].append(await run_bare(work, args.window, calls=run.replay))
-            if "bare" in only:  # the machine's floor at the same rate
+                # the machine's floor at the same rate
                 rate = paced_run.updates / paced_run.seconds
                 paced_results["bare"].append(await run_bare(paced, args.window, rate))
         if "pg" in only:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -26,6 +27,20 @@ def settings(settings, tmp_path):
     return settings.model_copy(update={"content_dir": str(tmp_path / "content")})
 
 
+async def bot_in_group_a(settings, tmp_path) -> tuple[Path, str, datetime]:
+    """A migrated SQLite file where the bot administers group A; (path, url, now)."""
+    path = tmp_path / "bot.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await upgrade_database_async(url)
+    (tmp_path / "content").mkdir()
+    real = datetime.now(UTC).replace(microsecond=0)
+    async with in_process(
+        settings.model_copy(update={"database_url": url}), url, lambda: real
+    ) as tg:
+        await join(tg, A)
+    return path, url, real
+
+
 def replies(api: BotApiStandIn, words: str) -> list[str]:
     return [p["text"] for p in api.of("sendMessage", A["id"]) if words in str(p["text"])]
 
@@ -35,14 +50,7 @@ async def test_updates_fetched_but_not_handled_survive_a_kill_9(settings, tmp_pa
     so the other five wait behind it (one chat is handled in order) — and Telegram has been
     told they arrived. SIGKILL. The next process handles the five, and the first one again
     (it had not finished): every member is checked in once, with one point award each."""
-    path = tmp_path / "bot.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    await upgrade_database_async(url)
-    (tmp_path / "content").mkdir()
-    settings = settings.model_copy(update={"database_url": url})
-    real = datetime.now(UTC).replace(microsecond=0)
-    async with in_process(settings, url, lambda: real) as tg:
-        await join(tg, A)
+    path, url, real = await bot_in_group_a(settings, tmp_path)
     checkins = [f.message(A, member, "签到", date=real) for member in MEMBERS]
 
     with BotApiStandIn(TEST_TOKEN) as api:
@@ -87,14 +95,7 @@ async def test_updates_fetched_but_not_handled_survive_a_kill_9(settings, tmp_pa
 async def test_a_process_that_handled_everything_leaves_nothing_to_replay(settings, tmp_path):
     """Handled updates leave the inbox within a second, so a later start replays nothing and
     nothing is counted twice."""
-    path = tmp_path / "bot.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    await upgrade_database_async(url)
-    (tmp_path / "content").mkdir()
-    settings = settings.model_copy(update={"database_url": url})
-    real = datetime.now(UTC).replace(microsecond=0)
-    async with in_process(settings, url, lambda: real) as tg:
-        await join(tg, A)
+    path, url, real = await bot_in_group_a(settings, tmp_path)
     chatter = [f.message(A, m, f"hi {i}", date=real) for m in MEMBERS for i in range(5)]
 
     def counted() -> tuple[object, ...]:
