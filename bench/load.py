@@ -14,8 +14,9 @@ Then, in each round, the same `--updates` updates are driven through
       per getUpdates batch of 100; `--without-inbox` leaves it out),
   (c) the full bot, two OS processes on one PostgreSQL database (`--pg-url`), each taking
       the updates of half of the groups (split by chat, so every chat's order holds),
-      started together, as webhook processes (no inbox); throughput is all updates over the
-      wall time of both,
+      started together, without the inbox (a webhook process keeps each update in
+      `InboxQueue.put`, which this driver does not pass through; its cost is in
+      docs/faults.md); throughput is all updates over the wall time of both,
 the way the running bot handles them: JSON parsing, `Update.de_json`, then PTB's concurrent
 path (`update_processor.process_update(update, app.process_update(update))` in a task, as
 `Application`'s update fetcher does), with at most `--window` updates in flight (default
@@ -551,7 +552,7 @@ async def worker(shard_file: str, url: str, window: int, content: str, share: fl
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
-    # as a webhook process: no inbox (bot.inbox is long polling's)
+    # without the inbox: a webhook process keeps updates in the queue's put (not driven here)
     run, paced_run = await serve(
         url, work, paced, window, content, share, ready, warmup, inbox=False
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlparse
@@ -22,7 +22,7 @@ from bot.chats import ChatDirectory
 from bot.cluster import UpdateLog
 from bot.commands import CommandSpec, publish_commands
 from bot.db import create_engine, make_sessionmaker
-from bot.inbox import InboxRequest, UpdateInbox
+from bot.inbox import InboxQueue, InboxRequest, UpdateInbox
 from bot.operators import OperatorCheck
 from bot.opt_outs import OptOuts, opt_out_key
 from bot.sending import ChatRateLimiter
@@ -139,15 +139,15 @@ def build_app(
     rate_limiter: bool = True,
     concurrent: bool = True,
     dedupe: bool | None = None,
-    inbox: bool | None = None,
+    inbox: bool = True,
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     """Build the Application with every feature registered and services in bot_data.
 
     Tests pass a recording `request`, an `engine` on a temporary database and a `clock`;
     the CLI passes nothing but settings. `dedupe` (default: in webhook mode) drops updates
     whose id any process has already received (bot.cluster.UpdateLog); it needs `concurrent`.
-    `inbox` (default: in polling mode) keeps fetched updates in the database until they are
-    handled, so a killed process loses none (bot.inbox); it needs `concurrent` too.
+    `inbox` (default: on) keeps received updates in the database until they are handled, so
+    a killed process loses none (bot.inbox); it needs `concurrent` too.
     """
     engine = engine or create_engine(settings.database_url)
     db = make_sessionmaker(engine)
@@ -181,18 +181,20 @@ def build_app(
     if settings.telegram_api_base_url:
         base = settings.telegram_api_base_url
         builder = builder.base_url(base).base_file_url(_file_base_url(base))
-    if inbox is None:
-        inbox = settings.webhook_url is None
-    update_inbox = UpdateInbox(engine, clock) if inbox and concurrent else None
+    update_inbox = None
+    if inbox and concurrent and settings.keep_updates:
+        update_inbox = UpdateInbox(engine, clock, services.process_id)
     services.inbox = update_inbox
     if request is not None:
         builder = builder.request(request)
-    if update_inbox is not None:
+    if update_inbox is not None and settings.webhook_url is None:
         # PTB's own choice for getUpdates (one connection), wrapped to keep what it fetches
         polling = request or HTTPXRequest(connection_pool_size=1)
         builder = builder.get_updates_request(InboxRequest(polling, update_inbox))
     elif request is not None:
         builder = builder.get_updates_request(request)
+    if update_inbox is not None and settings.webhook_url is not None:
+        builder = builder.update_queue(InboxQueue(update_inbox))  # kept before Telegram's 200
     if rate_limiter:
         builder = builder.rate_limiter(ChatRateLimiter(max_retries=3))
     if dedupe is None:
@@ -228,13 +230,23 @@ async def startup(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         hook = getattr(feature, "on_startup", None)
         if hook is not None:
             await hook(app)
-    if services.inbox is not None:  # what a killed process fetched and did not handle: first
-        left = await services.inbox.leftovers(app.bot)
+    inbox = services.inbox
+    if inbox is not None and services.settings.webhook_url is None:
+        # long polling: what the killed process before this one fetched and did not handle
+        left = await inbox.leftovers(app.bot)
         for update in left:
             await app.update_queue.put(update)
         if left:
             log.warning("handling %d update(s) left by the previous process", len(left))
-        services.inbox.start()
+        inbox.start()
+    elif inbox is not None:  # webhook: the rows of processes that stopped, on every sweep
+        settings = services.settings
+        inbox.start(
+            app.update_queue.put,
+            app.bot,
+            take_over_every=settings.sweep_seconds,
+            lease=timedelta(seconds=settings.claim_lease_seconds),
+        )
 
 
 async def stop(app: Application[Any, Any, Any, Any, Any, Any]) -> None:

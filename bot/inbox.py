@@ -16,8 +16,12 @@ check-in, entry, vote, join or leave is recorded once — the second answer to a
 If the process died before Telegram got the getUpdates that confirms a batch, Telegram sends
 it again: copies of the updates being replayed are dropped (`redelivered`).
 
-Webhook mode does not use it: there Telegram redelivers until it gets an answer, and
-`bot.cluster.UpdateLog` drops what another process already received (docs/deploy.md).
+In webhook mode (several processes) the update queue writes each update before PTB answers
+Telegram's request (`InboxQueue`: updates arriving together share one statement), every row
+names the process that received it, and each process takes over — on its sweep — the rows of
+processes whose heartbeat has stopped (`CLAIM_LEASE_SECONDS`), and handles them. A replay
+passes `bot.cluster.UpdateLog`'s check (its id was recorded when it first arrived); a copy
+Telegram sends again to another process (no answer reached Telegram) takes the row over.
 """
 
 from __future__ import annotations
@@ -25,18 +29,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Text, bindparam, delete, select
+from sqlalchemy import BigInteger, Column, Text, bindparam, delete, or_, select, true
+from sqlalchemy import update as update_rows
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel
 from telegram import Update
 from telegram.error import NetworkError
 from telegram.request import BaseRequest, RequestData
 
-from bot.db import insert_for, prepared
+from bot.cluster import PROCESS
+from bot.db import excluded, insert_for, prepared
 from bot.driver_session import driver_session
 from bot.models import utc_column
 
@@ -53,20 +59,23 @@ class InboxUpdate(SQLModel, table=True):
     update_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     payload: str = Field(sa_column=Column(Text, nullable=False))  # the update's JSON
     received_at: datetime = Field(sa_column=utc_column(nullable=False))
+    owner: str | None = Field(default=None, max_length=64)  # the process handling it
 
 
 INBOX = InboxUpdate.__table__  # type: ignore[attr-defined]
 
 
 def _insert(dialect: str) -> Any:
+    # a copy Telegram sent again (the first receiver died before answering) takes the row over
     return (
         insert_for(dialect, INBOX)
         .values(
             update_id=bindparam("update_id"),
             payload=bindparam("payload"),
             received_at=bindparam("received_at"),
+            owner=bindparam("owner"),
         )
-        .on_conflict_do_nothing(index_elements=["update_id"])
+        .on_conflict_do_update(index_elements=["update_id"], set_={"owner": excluded(INBOX).owner})
     )
 
 
@@ -74,16 +83,30 @@ def _delete(dialect: str) -> Any:
     return delete(INBOX).where(INBOX.c.update_id.in_(bindparam("ids", expanding=True)))
 
 
-def _leftovers(dialect: str) -> Any:
-    return select(INBOX.c.update_id, INBOX.c.payload).order_by(INBOX.c.update_id)
+def _take_over(everyone: bool) -> Callable[[str], Any]:
+    def build(dialect: str) -> Any:
+        alive = select(PROCESS.c.token).where(PROCESS.c.seen_at >= bindparam("alive_since"))
+        mine = INBOX.c.owner == bindparam("me")
+        orphan = true() if everyone else or_(INBOX.c.owner.is_(None), INBOX.c.owner.not_in(alive))
+        return (
+            update_rows(INBOX)
+            .where(orphan, or_(INBOX.c.owner.is_(None), ~mine))
+            .values(owner=bindparam("me"))
+            .returning(INBOX.c.update_id, INBOX.c.payload)
+        )
+
+    return build
 
 
 class UpdateInbox:
     """Fetched updates, written before Telegram is told they arrived; see the module."""
 
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Callable[[], datetime], owner: str = ""
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self.owner = owner  # this process (bot.cluster's token)
         self._fetched: dict[int, str] = {}  # update_id → JSON, not written yet
         self._stored: set[int] = set()  # written, not handled yet
         self._handled: list[int] = []  # written and handled: to delete
@@ -124,9 +147,10 @@ class UpdateInbox:
     async def store(self) -> None:
         """Write what was fetched and is not handled yet (before the next getUpdates)."""
         async with self._writing:
+            now = self._clock()
             rows = [
-                {"update_id": update_id, "payload": payload, "received_at": self._clock()}
-                for update_id, payload in self._fetched.items()
+                {"update_id": key, "payload": payload, "received_at": now, "owner": self.owner}
+                for key, payload in self._fetched.items()
             ]
             handled, self._handled = self._handled, []
             if not rows and not handled:
@@ -163,36 +187,101 @@ class UpdateInbox:
                 self._handled = handled + self._handled
                 raise
 
-    async def leftovers(self, bot: Any) -> list[Update]:
-        """What a previous process fetched and did not finish, oldest first."""
-        async with driver_session(self._engine, write=False) as session:
-            rows = (await session.execute(prepared(session, "inbox.left", _leftovers))).all()
+    async def keep(self, update: Update) -> None:
+        """Webhook mode: write it before Telegram gets its answer (bot.inbox.InboxQueue)."""
+        if update.update_id in self._replayed:
+            return  # taken over from the inbox: already there
+        self._fetched[update.update_id] = update.to_json()
+        await asyncio.sleep(0)  # the requests that arrived with it join the same statement
+        await self.store()  # whoever holds the lock writes everything that came meanwhile
+
+    def is_replayed(self, update_id: int) -> bool:
+        return update_id in self._replayed
+
+    async def take_over(
+        self, bot: Any, *, everyone: bool = False, lease: timedelta = timedelta(0)
+    ) -> list[Update]:
+        """Rows nobody alive is handling, oldest first, now this process's to handle.
+
+        `everyone` (long polling: the only process) takes every row; otherwise those of
+        processes without a heartbeat within `lease` (or of none).
+        """
+        async with driver_session(self._engine) as session:
+            rows = (
+                await session.execute(
+                    prepared(session, f"inbox.take_over.{everyone}", _take_over(everyone)),
+                    {"me": self.owner, "alive_since": self._clock() - lease},
+                )
+            ).all()
         updates = []
-        for update_id, payload in rows:
+        for update_id, payload in sorted(rows):
             self._stored.add(update_id)
             self._replayed.add(update_id)
             updates.append(Update.de_json(json.loads(payload), bot))
         return updates
 
-    def start(self) -> None:
+    async def leftovers(self, bot: Any) -> list[Update]:
+        """What a previous polling process fetched and did not finish, oldest first."""
+        return await self.take_over(bot, everyone=True)
+
+    def start(
+        self,
+        enqueue: Callable[[Update], Awaitable[None]] | None = None,
+        bot: Any = None,
+        *,
+        take_over_every: float = 0.0,
+        lease: timedelta = timedelta(0),
+    ) -> None:
+        """Delete handled updates regularly; with `enqueue`, also take over (every
+        `take_over_every` seconds) and hand on the updates of processes that stopped."""
         if self._deleter is None:
-            self._deleter = asyncio.create_task(self._delete_regularly(), name="update-inbox")
+            self._deleter = asyncio.create_task(
+                self._background(enqueue, bot, take_over_every, lease), name="update-inbox"
+            )
 
     async def stop(self) -> None:
-        """After the last update was handled: the inbox ends empty."""
+        """After the last update was handled: this process's rows are gone."""
         if self._deleter is not None:
             self._deleter.cancel()
             await asyncio.gather(self._deleter, return_exceptions=True)
             self._deleter = None
         await self.forget_handled()
 
-    async def _delete_regularly(self) -> None:
+    async def _background(
+        self,
+        enqueue: Callable[[Update], Awaitable[None]] | None,
+        bot: Any,
+        take_over_every: float,
+        lease: timedelta,
+    ) -> None:
+        since_take_over = 0.0
         while True:
             await asyncio.sleep(DELETE_EVERY)
+            since_take_over += DELETE_EVERY
             try:
                 await self.forget_handled()
+                if enqueue is not None and since_take_over >= take_over_every:
+                    since_take_over = 0.0
+                    taken = await self.take_over(bot, lease=lease)
+                    if taken:
+                        log.warning("handling %d update(s) of a stopped process", len(taken))
+                    for update in taken:
+                        await enqueue(update)
             except Exception:  # the database is away: keep them, try again
-                log.exception("could not delete handled updates from the inbox")
+                log.exception("update inbox: could not delete or take over updates")
+
+
+class InboxQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """Webhook mode's update queue: an update is in the inbox before PTB answers Telegram."""
+
+    def __init__(self, inbox: UpdateInbox) -> None:
+        super().__init__()
+        self._inbox = inbox
+
+    async def put(self, item: Any) -> None:
+        if isinstance(item, Update):
+            await self._inbox.keep(item)  # an error here makes PTB answer 500: Telegram retries
+        await super().put(item)
 
 
 class InboxRequest(BaseRequest):

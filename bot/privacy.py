@@ -176,6 +176,7 @@ DECISIONS: dict[tuple[str, str], Rule] = {
     ("calendar_delivery", "claimed_by"): Rule.NOT_A_PERSON,  # a process
     ("digest_run", "claimed_by"): Rule.NOT_A_PERSON,  # a process
     ("lottery", "claimed_by"): Rule.NOT_A_PERSON,  # 〃
+    ("update_inbox", "owner"): Rule.NOT_A_PERSON,  # the process handling a kept update
     ("poll", "claimed_by"): Rule.NOT_A_PERSON,  # 〃
     ("survey", "claimed_by"): Rule.NOT_A_PERSON,  # 〃
     ("newcomer", "claimed_by"): Rule.NOT_A_PERSON,  # 〃

@@ -68,7 +68,9 @@ class ChatOrderedUpdateProcessor(BaseUpdateProcessor):
     async def _in_order(self, update: object, coroutine: Awaitable[Any]) -> None:
         if self.seen is not None and isinstance(update, Update):
             first = self.seen.ask(update.update_id)
-            coroutine = _unless_seen(update.update_id, first, coroutine)
+            if self.inbox is None or not self.inbox.is_replayed(update.update_id):
+                coroutine = _unless_seen(update.update_id, first, coroutine)
+            # (a replay taken over from a stopped process: its id was recorded on arrival)
         key = ordering_key(update)
         if key is None:
             await coroutine
