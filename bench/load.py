@@ -505,13 +505,12 @@ async def serve(
 # --- PostgreSQL: two processes -------------------------------------------------------------
 
 
-async def pg_database(base_url: str) -> tuple[str, str]:
-    """A fresh database on the server of `base_url`; returns (url, name)."""
+async def _on_server(base_url: str, sql: str) -> None:
+    """Run one statement on the `postgres` database of `base_url`'s server."""
     import asyncpg
     from sqlalchemy.engine import make_url
 
     base = make_url(base_url)
-    name = f"load_{uuid.uuid4().hex[:10]}"
     connection = await asyncpg.connect(
         host=base.host,
         port=base.port or 5432,
@@ -520,28 +519,22 @@ async def pg_database(base_url: str) -> tuple[str, str]:
         database="postgres",
     )
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(sql)
     finally:
         await connection.close()
-    return base.set(database=name).render_as_string(hide_password=False), name
+
+
+async def pg_database(base_url: str) -> tuple[str, str]:
+    """A fresh database on the server of `base_url`; returns (url, name)."""
+    from sqlalchemy.engine import make_url
+
+    name = f"load_{uuid.uuid4().hex[:10]}"
+    await _on_server(base_url, f'CREATE DATABASE "{name}"')
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False), name
 
 
 async def drop_pg_database(base_url: str, name: str) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    base = make_url(base_url)
-    connection = await asyncpg.connect(
-        host=base.host,
-        port=base.port or 5432,
-        user=base.username,
-        password=base.password,
-        database="postgres",
-    )
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    await _on_server(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def worker(shard_file: str, url: str, window: int, content: str, share: float) -> None:

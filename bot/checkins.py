@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, Index, and_, bindparam, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
 
 from bot import points
@@ -282,8 +282,9 @@ class RulesCache:
     the union so keywords set through another process are picked up.
     """
 
-    def __init__(self, db: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, db: async_sessionmaker[AsyncSession], engine: AsyncEngine) -> None:
         self._db = db
+        self._engine = engine  # the cache misses read on the driver (bot.driver_session)
         self._rules: dict[int, tuple[float, Rules]] = {}
         self.keywords: set[str] = set(Rules().keyword_set) | MAKEUP_KEYWORDS
 
@@ -291,7 +292,7 @@ class RulesCache:
         entry = self._rules.get(chat_id)
         if entry is not None and time.monotonic() - entry[0] < CACHE_TTL:
             return entry[1]
-        async with driver_session(self._db.kw["bind"], write=False) as session:
+        async with driver_session(self._engine, write=False) as session:
             rules = await load_rules(session, chat_id)
         self.remember(chat_id, rules)
         return rules

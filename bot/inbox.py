@@ -173,19 +173,9 @@ class UpdateInbox:
                     self._handled.append(row["update_id"])
 
     async def forget_handled(self) -> None:
-        """Delete the handled updates (a replay after a kill would handle them again)."""
-        async with self._writing:
-            handled, self._handled = self._handled, []
-            if not handled:
-                return
-            try:
-                async with driver_session(self._engine) as session:
-                    await session.execute(
-                        prepared(session, "inbox.delete", _delete), {"ids": handled}
-                    )
-            except BaseException:
-                self._handled = handled + self._handled
-                raise
+        """Delete the handled updates (a replay after a kill would handle them again); what
+        was fetched meanwhile is written with them (early is as safe as at the getUpdates)."""
+        await self.store()
 
     async def keep(self, update: Update) -> None:
         """Webhook mode: write it before Telegram gets its answer (bot.inbox.InboxQueue)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, Column, delete, select
+from sqlalchemy import BigInteger, Column, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -105,3 +105,12 @@ async def finish(session: AsyncSession, token: str) -> bool:
     """Delete the form (started or cancelled); False when it was already gone."""
     result = await session.execute(delete(LotteryForm).where(LotteryForm.token == token))  # type: ignore[arg-type]
     return bool(result.rowcount)
+
+
+async def answer(session: AsyncSession, token: str, *, now: datetime, **values: object) -> None:
+    """Record answers (prize, winners, draw) on the form, if it is still open."""
+    await session.execute(
+        update(LotteryForm)
+        .where(LotteryForm.token == token, LotteryForm.expires_at > now)  # type: ignore[arg-type]
+        .values(**values)
+    )

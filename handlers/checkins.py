@@ -542,7 +542,7 @@ async def on_startup(app: Application) -> None:
 
 def register(app: Application) -> None:
     services = services_of(app)
-    cache = services.extras.setdefault(SERVICE, RulesCache(services.db))
+    cache = services.extras.setdefault(SERVICE, RulesCache(services.db, services.engine))
     new_only = filters.UpdateType.MESSAGE  # an edited command or keyword is not a second try
     app.add_handlers(
         [

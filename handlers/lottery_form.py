@@ -21,7 +21,7 @@ from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, MessageHandler, filters
 
 from bot import lottery_form as forms
-from bot.i18n import t
+from bot.i18n import normalize_language, t
 from bot.lottery import MAX_PRIZE, SpecError, parse_spec
 from bot.services import BotContext
 from bot.text import escape
@@ -59,9 +59,7 @@ async def open_form(update: Update, context: BotContext, target: Target) -> None
         log.warning("could not ask for a lottery's prize in %s: %s", message.chat_id, exc)
         return
     async with services.db.begin() as session:
-        form = await forms.by_token(session, token, now=services.clock())
-        if form is not None:
-            form.prompt_id = question.message_id
+        await forms.answer(session, token, now=services.clock(), prompt_id=question.message_id)
 
 
 class ReplyToBot(filters.MessageFilter):
@@ -104,10 +102,9 @@ async def on_prize(update: Update, context: BotContext) -> None:
         await message.reply_text(t(target.lang, "lottery.form_prize_invalid", max=MAX_PRIZE))
         return
     async with services.db.begin() as session:
-        row = await forms.by_token(session, form.token, now=services.clock())
-        if row is None:
-            return
-        row.prize, row.winners, row.draw = prize, None, None
+        await forms.answer(
+            session, form.token, now=services.clock(), prize=prize, winners=None, draw=None
+        )
     buttons = [
         InlineKeyboardButton(str(n), callback_data=f"lotform:{form.token}:w:{n}")
         for n in forms.WINNER_CHOICES
@@ -153,9 +150,7 @@ async def on_button(update: Update, context: BotContext) -> None:
     winners = int(value) if value is not None and value.isdigit() else None
     if step == "w" and winners in forms.WINNER_CHOICES:
         async with services.db.begin() as session:
-            row = await forms.by_token(session, form.token, now=services.clock())
-            if row is not None:
-                row.winners = winners
+            await forms.answer(session, form.token, now=services.clock(), winners=winners)
         buttons = [
             InlineKeyboardButton(
                 t(lang, f"lottery.form_draw_{key}"), callback_data=f"lotform:{form.token}:d:{key}"
@@ -172,9 +167,7 @@ async def on_button(update: Update, context: BotContext) -> None:
         return
     if step == "d" and value in forms.DRAW_CHOICES and form.winners is not None:
         async with services.db.begin() as session:
-            row = await forms.by_token(session, form.token, now=services.clock())
-            if row is not None:
-                row.draw = value
+            await forms.answer(session, form.token, now=services.clock(), draw=value)
         group = escape(target.chat.title or str(target.chat_id))
         start = InlineKeyboardButton(
             t(lang, "lottery.form_start"), callback_data=f"lotform:{form.token}:go"
@@ -233,8 +226,6 @@ def _cancel(lang: str, token: str) -> InlineKeyboardButton:
 
 
 def _lang(query: CallbackQuery) -> str:
-    from bot.i18n import normalize_language
-
     return normalize_language(query.from_user.language_code)
 
 
